@@ -1,0 +1,9 @@
+#include "bindings.hpp"
+
+PYBIND11_MODULE(_knetcnn, m) {
+  m.doc() = "knetcnn's C++ core: Knet geometry, cuDNN descriptors and runtime queries";
+  knetcnn::bindings::register_errors(m);
+  knetcnn::bindings::register_geometry(m);
+  knetcnn::bindings::register_descriptors(m);
+  knetcnn::bindings::register_runtime(m);
+}

@@ -1,0 +1,42 @@
+#include "cudnn_check.hpp"
+
+#include "errors.hpp"
+
+namespace knetcnn {
+
+std::string cudnn_status_name(cudnnStatus_t status) {
+  const char* name = cudnnGetErrorString(status);
+  return name ? name : "CUDNN_STATUS_UNKNOWN(" + std::to_string(static_cast<int>(status)) + ")";
+}
+
+std::string cudnn_last_error() {
+  char buffer[1024] = {0};
+  cudnnGetLastErrorString(buffer, sizeof(buffer));
+  return buffer;
+}
+
+void check_cudnn(cudnnStatus_t status, const char* function, const std::string& context) {
+  if (status == CUDNN_STATUS_SUCCESS) return;
+  const std::string name = cudnn_status_name(status);
+  // Only the name of the called function, not its argument list.
+  std::string call = function;
+  if (auto paren = call.find('('); paren != std::string::npos) call.resize(paren);
+  std::string message = call + " failed with " + name;
+  if (!context.empty()) message += " [" + context + "]";
+  const std::string detail = cudnn_last_error();
+  if (!detail.empty()) message += ": " + detail;
+  throw CudnnError(static_cast<int>(status), name, call, message);
+}
+
+void check_cuda(cudaError_t status, const char* function, const std::string& context) {
+  if (status == cudaSuccess) return;
+  cudaGetLastError();  // clear a non-sticky error so the next call does not inherit it
+  const char* name = cudaGetErrorName(status);
+  const char* text = cudaGetErrorString(status);
+  std::string message = std::string(function) + " failed with " + (name ? name : "?") + ": " +
+                        (text ? text : "");
+  if (!context.empty()) message += " [" + context + "]";
+  throw CudaError(static_cast<int>(status), name ? name : "?", message);
+}
+
+}  // namespace knetcnn

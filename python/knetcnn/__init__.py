@@ -1,0 +1,34 @@
+"""knetcnn: Knet.jl's convolution and pooling family for Python.
+
+Device arrays run on NVIDIA cuDNN; NumPy arrays run on an exact CPU backend. See README.md and
+``help(knetcnn.conv4)``.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from ._core import core as _core  # noqa: E402  (loads cuDNN; fails with a clear ImportError)
+from ._errors import (  # noqa: E402
+    CudaError,
+    CudaMemoryError,
+    CudnnBadParamError,
+    CudnnError,
+    CudnnMemoryError,
+    CudnnNotSupportedError,
+    DeviceUnavailableError,
+)
+from .describe import describe  # noqa: E402
+from .info import info  # noqa: E402
+
+__all__ = [
+    "CudaError",
+    "CudaMemoryError",
+    "CudnnBadParamError",
+    "CudnnError",
+    "CudnnMemoryError",
+    "CudnnNotSupportedError",
+    "DeviceUnavailableError",
+    "describe",
+    "info",
+]
