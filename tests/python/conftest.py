@@ -1,0 +1,24 @@
+"""Test tiers: everything runs here except tests marked `gpu`, which need a usable NVIDIA GPU and
+are skipped, with the reason, where there is none."""
+
+import pytest
+
+import knetcnn
+from knetcnn._core import core
+
+GPU_UNAVAILABLE_REASON = core.device_unavailable_reason(0)
+
+
+def pytest_collection_modifyitems(config, items):
+    if not GPU_UNAVAILABLE_REASON:
+        return
+    skip = pytest.mark.skip(reason=f"gpu tier: no usable GPU ({GPU_UNAVAILABLE_REASON})")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_report_header(config):
+    return f"knetcnn {knetcnn.__version__}; gpu tier: " + (
+        "enabled" if not GPU_UNAVAILABLE_REASON else f"skipped ({GPU_UNAVAILABLE_REASON})"
+    )
