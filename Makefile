@@ -15,7 +15,7 @@ DEPS := scikit-build-core pybind11 cmake ninja \
         "nvidia-cudnn-cu12>=9,<10" "nvidia-cuda-runtime-cu12>=12,<13" "nvidia-cuda-nvcc-cu12>=12,<13" \
         "cuda-python>=12.6,<13" numpy pytest hypothesis tqdm scikit-learn matplotlib
 
-.PHONY: demo test test-cpp test-python install deps gtest-dev bench clean
+.PHONY: demo test test-cpp test-python test-sanitize install deps gtest-dev bench clean
 
 demo: install
 	$(PY) -m knetcnn info
@@ -50,6 +50,19 @@ test-cpp: $(DEPS_STAMP) gtest-dev
 	  -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null
 	$(VENV)/bin/cmake --build $(CPP_BUILD)
 	$(VENV)/bin/ctest --test-dir $(CPP_BUILD) --output-on-failure -j2
+
+# The C++ core and its gtest suite under ASan + UBSan; LeakSanitizer (part of ASan) reports any
+# descriptor or buffer the host-side paths fail to release.
+test-sanitize: $(DEPS_STAMP) gtest-dev
+	$(VENV)/bin/cmake -S . -B build/sanitize -G Ninja -DBUILD_TESTING=ON -DKNETCNN_BUILD_PYTHON=OFF \
+	  -DKNETCNN_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV))/bin/ninja \
+	  -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null
+	$(VENV)/bin/cmake --build build/sanitize
+	@# ASan intercepts dlopen, so cuDNN's loader no longer resolves its sub-libraries through its own
+	@# $$ORIGIN RUNPATH: point the loader at the wheel's lib folder explicitly.
+	LD_LIBRARY_PATH="$$($(PY) -c 'import nvidia.cudnn, os; print(os.path.join(list(nvidia.cudnn.__path__)[0], "lib"))')" \
+	ASAN_OPTIONS=detect_leaks=1:protect_shadow_gap=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	  build/sanitize/knetcnn_tests --gtest_brief=1
 
 test-python: install
 	$(PY) -m pytest tests/python -q -rs

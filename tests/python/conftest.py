@@ -1,12 +1,15 @@
 """Test tiers: everything runs here except tests marked `gpu`, which need a usable NVIDIA GPU and
 are skipped, with the reason, where there is none."""
 
+import sys
+from pathlib import Path
+
 import pytest
 
-import knetcnn
-from knetcnn._core import core
+sys.path.insert(0, str(Path(__file__).parent))  # test helpers (reference, tests_gpu_reason) import by name
 
-GPU_UNAVAILABLE_REASON = core.device_unavailable_reason(0)
+import knetcnn  # noqa: E402
+from tests_gpu_reason import GPU_REASON as GPU_UNAVAILABLE_REASON  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
