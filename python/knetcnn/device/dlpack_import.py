@@ -65,10 +65,11 @@ class DLPackImport:
         self._closed = False
         if self.versioned:
             version = abi.DLPackVersion.from_address(self._managed)
-            if version.major != abi.DLPACK_MAJOR:
+            major, minor = int(version.major), int(version.minor)  # read before the deleter frees them
+            if major != abi.DLPACK_MAJOR:
                 # Only the version and deleter may be read from a tensor of another major version.
                 self.close()
-                raise ValueError(f"{where}: the producer exported DLPack {version.major}.{version.minor}; "
+                raise ValueError(f"{where}: the producer exported DLPack {major}.{minor}; "
                                  f"knetcnn reads DLPack {abi.DLPACK_MAJOR}.x")
             self.struct = abi.DLManagedTensorVersioned.from_address(self._managed)
             self.readonly = bool(self.struct.flags & abi.FLAG_READ_ONLY)
