@@ -43,8 +43,9 @@ def as_handle(stream, function: str, argument: str = "stream") -> int:
         if not isinstance(stream, int) and hasattr(stream, attribute):
             value = getattr(stream, attribute)
             break
-    if isinstance(value, bool):
-        raise TypeError(f"{function}: {argument}={stream!r}: {argument} must be a stream or its handle, not a bool")
+    if isinstance(value, (bool, float, str, bytes)):
+        raise TypeError(f"{function}: {argument}={stream!r}: {argument} must be a stream or its handle, "
+                        f"not a {type(value).__name__}")
     try:
         handle = operator.index(value)
     except TypeError:
