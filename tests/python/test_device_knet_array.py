@@ -409,3 +409,26 @@ def test_gpu_torch_consumes_dlpack_and_cai():
     v = as_device_view(t, "test", "t", stream=torch.cuda.current_stream().cuda_stream)
     assert (v.ptr, v.dtype, v.source) == (t.data_ptr(), "bfloat16", "dlpack")
     v.release()
+
+
+def test_host_dlpack_arrays_are_accepted_as_host_input():
+    # A host array that also carries a (refusing) CAI property must still be read as a host array.
+    class HostTensor:
+        def __init__(self, a):
+            self.a = a
+
+        def __dlpack_device__(self):
+            return (1, 0)
+
+        @property
+        def __cuda_array_interface__(self):
+            raise RuntimeError("not a CUDA tensor")
+
+        def __array__(self, dtype=None, copy=None):
+            return self.a
+
+    if NO_GPU:
+        with pytest.raises(knetcnn.DeviceUnavailableError):  # got past the host/device check
+            KnetArray(HostTensor(np.ones(2, np.float32)))
+    with pytest.raises(TypeError, match="a has dtype int64"):
+        KnetArray(HostTensor(np.ones(2, np.int64)))

@@ -245,3 +245,21 @@ def test_finalize_result_hands_jax_callers_a_jax_array(monkeypatch):
     view.deliver_as = "jax"
     assert finalize_result(k, view, 0x31) == "jax array" and converted == [k]
     assert k._alloc.pending_stream == 0x31  # JAX's import will be ordered after our work
+
+
+def test_release_runs_every_hook_even_when_one_fails():
+    from knetcnn.device import ArrayView
+
+    ran = []
+    v = ArrayView(ptr=0, shape=(0,), strides=(1,), dtype="float32", device=0, owner=object())
+
+    def failing(stream):
+        ran.append(("failing", stream))
+        raise RuntimeError("ordering failed")
+
+    v._on_release.extend([failing, lambda stream: ran.append(("deleter", stream))])
+    with pytest.raises(RuntimeError, match="ordering failed"):
+        v.release(9)
+    assert ran == [("failing", 9), ("deleter", 9)] and v.owner is None and v.released
+    v.release(9)  # idempotent: nothing runs twice
+    assert len(ran) == 2

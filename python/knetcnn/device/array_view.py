@@ -68,12 +68,16 @@ class ArrayView:
             return
         self._released = True
         used = self.consumer_stream if stream is None else stream
-        try:
-            for hook in self._on_release:
+        hooks, self._on_release = self._on_release, []
+        first_error = None
+        for hook in hooks:  # all of them, even if one fails: a skipped DLPack deleter would leak
+            try:
                 hook(used)
-        finally:
-            self._on_release.clear()
-            self.owner = None
+            except Exception as error:
+                first_error = first_error or error
+        self.owner = None
+        if first_error is not None:
+            raise first_error
 
 
 def c_contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:

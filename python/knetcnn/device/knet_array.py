@@ -54,8 +54,14 @@ class _Allocation:
 
 
 def _is_device_object(obj) -> bool:
-    if isinstance(obj, KnetArray):
-        return True
+    """Whether ``obj`` lives on a GPU (the same rules as ``device.is_device_array``)."""
+    if isinstance(obj, (KnetArray, np.ndarray)):
+        return isinstance(obj, KnetArray)
+    if getattr(type(obj), "__dlpack_device__", None) is not None:
+        try:
+            return int(obj.__dlpack_device__()[0]) in abi.CUDA_DEVICE_TYPES
+        except Exception:
+            pass
     try:
         return hasattr(obj, "__cuda_array_interface__")
     except Exception:  # e.g. a CUDA tensor that requires grad refuses to export: still a device array

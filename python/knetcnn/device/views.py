@@ -117,6 +117,9 @@ def as_device_view(obj, function: str, argument: str, stream=None) -> ArrayView:
     default), a handle, or a CuPy/PyTorch/cuda-python stream. Work enqueued on ``stream`` after
     this returns is ordered after the producer's pending work. Call ``view.release(stream)`` once
     the work is enqueued. Raises TypeError/ValueError for arrays knetcnn cannot use.
+
+    With several GPUs, make the array's device current first: DLPack producers record the
+    events that order ``stream`` after their work on the current device.
     """
     handle = streams.as_handle(stream, function)
     if isinstance(obj, KnetArray):
