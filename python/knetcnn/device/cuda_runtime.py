@@ -31,10 +31,16 @@ _ADVICE = {
     _E.cudaErrorInvalidDevice: "pass a device index below the number of visible GPUs (see python -m knetcnn info)",
 }
 
-LEGACY_STREAM = 0  # handle of the legacy default stream (cudaStreamLegacy == 1 is the same stream)
+LEGACY_STREAM = 0  # our handle for the legacy default stream (cudaStreamLegacy == 1 is the same stream)
 MEMCPY_H2D = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
 MEMCPY_D2H = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
 MEMCPY_D2D = cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+
+
+def _stream(handle: int) -> int:
+    """Handle 0 passed explicitly as cudaStreamLegacy: cuda-python reads a bare 0 as the per-thread
+    stream when CUDA_PYTHON_CUDA_PER_THREAD_DEFAULT_STREAM is set, and 0 means legacy to us."""
+    return int(cudart.cudaStreamLegacy) if handle == LEGACY_STREAM else handle
 
 
 def unavailable_reason(device: int = 0) -> str:
@@ -108,18 +114,19 @@ def free(ptr: int, device: int) -> None:
 def memcpy(dst: int, src: int, nbytes: int, kind, stream: int, device: int) -> None:
     """Copy on ``stream`` and wait for it: returns once the bytes are in place."""
     with using_device(device):
-        check(cudart.cudaMemcpyAsync(dst, src, nbytes, kind, stream), f"cudaMemcpyAsync({nbytes} bytes)", device)
-        check(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize", device)
+        check(cudart.cudaMemcpyAsync(dst, src, nbytes, kind, _stream(stream)), f"cudaMemcpyAsync({nbytes} bytes)",
+              device)
+        check(cudart.cudaStreamSynchronize(_stream(stream)), "cudaStreamSynchronize", device)
 
 
 def memset_async(ptr: int, value: int, nbytes: int, stream: int, device: int) -> None:
     with using_device(device):
-        check(cudart.cudaMemsetAsync(ptr, value, nbytes, stream), f"cudaMemsetAsync({nbytes} bytes)", device)
+        check(cudart.cudaMemsetAsync(ptr, value, nbytes, _stream(stream)), f"cudaMemsetAsync({nbytes} bytes)", device)
 
 
 def stream_synchronize(stream: int, device: int) -> None:
     with using_device(device):
-        check(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize", device)
+        check(cudart.cudaStreamSynchronize(_stream(stream)), "cudaStreamSynchronize", device)
 
 
 def make_stream_wait(waiting: int, producer: int, device: int) -> None:
@@ -127,8 +134,8 @@ def make_stream_wait(waiting: int, producer: int, device: int) -> None:
     with using_device(device):
         event = check(cudart.cudaEventCreateWithFlags(cudart.cudaEventDisableTiming), "cudaEventCreateWithFlags", device)
         try:
-            check(cudart.cudaEventRecord(event, producer), "cudaEventRecord", device)
-            check(cudart.cudaStreamWaitEvent(waiting, event, 0), "cudaStreamWaitEvent", device)
+            check(cudart.cudaEventRecord(event, _stream(producer)), "cudaEventRecord", device)
+            check(cudart.cudaStreamWaitEvent(_stream(waiting), event, 0), "cudaStreamWaitEvent", device)
         finally:
             # Safe while the wait is pending: the runtime releases the event once it completes.
             check(cudart.cudaEventDestroy(event), "cudaEventDestroy", device)
