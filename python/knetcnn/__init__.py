@@ -19,6 +19,7 @@ from ._errors import (  # noqa: E402
     DeviceUnavailableError,
 )
 from .describe import describe  # noqa: E402
+from .device.knet_array import KnetArray  # noqa: E402
 from .info import info  # noqa: E402
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "CudnnMemoryError",
     "CudnnNotSupportedError",
     "DeviceUnavailableError",
+    "KnetArray",
     "describe",
     "info",
 ]

@@ -1,0 +1,157 @@
+"""Checked wrappers over cuda-python's CUDA runtime bindings (``cuda.bindings.runtime``).
+
+cuda-python returns ``(err, value...)`` tuples and imports fine without a driver; every call
+here checks ``err``. Where the failure means no GPU is usable (no driver, no device) it raises
+:class:`knetcnn.DeviceUnavailableError` with the core's reason and what to do; other failures
+raise :class:`knetcnn.CudaError` (``CudaMemoryError`` when out of memory) naming the call.
+Pointers, streams and events are plain Python ints (stream 0 is the legacy default stream).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from cuda.bindings import runtime as cudart
+
+from .._core import core
+from .._errors import DeviceUnavailableError, cuda_error
+
+_E = cudart.cudaError_t
+# Failures that mean "there is no usable GPU" rather than "this call went wrong".
+_NO_GPU_ERRORS = {
+    _E.cudaErrorInsufficientDriver, _E.cudaErrorNoDevice, _E.cudaErrorStubLibrary,
+    _E.cudaErrorSystemDriverMismatch, _E.cudaErrorDevicesUnavailable, _E.cudaErrorInitializationError,
+    _E.cudaErrorCallRequiresNewerDriver, _E.cudaErrorSystemNotReady,
+}
+_ADVICE = {
+    _E.cudaErrorMemoryAllocation: "free device memory (drop arrays you no longer need) or use smaller arrays",
+    _E.cudaErrorInvalidValue: "this is a bug in knetcnn or in the array's producer; please report it",
+    _E.cudaErrorInvalidResourceHandle: "the stream or event was destroyed or belongs to another device",
+    _E.cudaErrorInvalidDevice: "pass a device index below the number of visible GPUs (see python -m knetcnn info)",
+}
+
+LEGACY_STREAM = 0  # our handle for the legacy default stream (cudaStreamLegacy == 1 is the same stream)
+MEMCPY_H2D = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+MEMCPY_D2H = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+MEMCPY_D2D = cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+
+
+def _stream(handle: int) -> int:
+    """Handle 0 passed explicitly as cudaStreamLegacy: cuda-python reads a bare 0 as the per-thread
+    stream when CUDA_PYTHON_CUDA_PER_THREAD_DEFAULT_STREAM is set, and 0 means legacy to us."""
+    return int(cudart.cudaStreamLegacy) if handle == LEGACY_STREAM else handle
+
+
+def unavailable_reason(device: int = 0) -> str:
+    """'' when ``device`` can run work, otherwise why not and how to fix it."""
+    return core.device_unavailable_reason(device)
+
+
+def require_device(device: int = 0, function: str = "knetcnn") -> None:
+    """Raise DeviceUnavailableError (with the reason) unless ``device`` is usable."""
+    reason = unavailable_reason(device)
+    if reason:
+        raise DeviceUnavailableError(f"{function}: no GPU is usable: {reason}")
+
+
+def check(result: tuple, call: str, device: int | None = None):
+    """Unpack a cuda-python result tuple: the value(s) on success, else raise."""
+    err = result[0]
+    if err == _E.cudaSuccess:
+        if len(result) == 1:
+            return None
+        return result[1] if len(result) == 2 else result[1:]
+    _raise(err, call, device)
+
+
+def _raise(err, call: str, device: int | None):
+    name = getattr(err, "name", str(err))
+    _, text = cudart.cudaGetErrorString(err)
+    text = text.decode() if isinstance(text, bytes) else str(text)
+    if err in _NO_GPU_ERRORS:
+        reason = unavailable_reason(0 if device is None else device) or f"{name}: {text}"
+        raise DeviceUnavailableError(f"{call}: no GPU is usable: {reason}")
+    advice = _ADVICE.get(err, "see python -m knetcnn info for the driver and devices in use")
+    raise cuda_error(f"{call} failed: {name}: {text}; {advice}", int(err), name)
+
+
+def device_count() -> int:
+    return check(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
+
+
+def get_device() -> int:
+    return check(cudart.cudaGetDevice(), "cudaGetDevice")
+
+
+def set_device(device: int) -> None:
+    check(cudart.cudaSetDevice(device), f"cudaSetDevice({device})", device)
+
+
+@contextlib.contextmanager
+def using_device(device: int) -> Iterator[None]:
+    """Make ``device`` current for the block and restore the previous one afterwards."""
+    previous = get_device()
+    if previous != device:
+        set_device(device)
+    try:
+        yield
+    finally:
+        if previous != device:
+            set_device(previous)
+
+
+def malloc(nbytes: int, device: int) -> int:
+    with using_device(device):
+        return int(check(cudart.cudaMalloc(nbytes), f"cudaMalloc({nbytes} bytes) on device {device}", device))
+
+
+def free(ptr: int, device: int) -> None:
+    with using_device(device):
+        check(cudart.cudaFree(ptr), f"cudaFree on device {device}", device)
+
+
+def memcpy(dst: int, src: int, nbytes: int, kind, stream: int, device: int) -> None:
+    """Copy on ``stream`` and wait for it: returns once the bytes are in place."""
+    with using_device(device):
+        check(cudart.cudaMemcpyAsync(dst, src, nbytes, kind, _stream(stream)), f"cudaMemcpyAsync({nbytes} bytes)",
+              device)
+        check(cudart.cudaStreamSynchronize(_stream(stream)), "cudaStreamSynchronize", device)
+
+
+def memset_async(ptr: int, value: int, nbytes: int, stream: int, device: int) -> None:
+    with using_device(device):
+        check(cudart.cudaMemsetAsync(ptr, value, nbytes, _stream(stream)), f"cudaMemsetAsync({nbytes} bytes)", device)
+
+
+def stream_synchronize(stream: int, device: int) -> None:
+    with using_device(device):
+        check(cudart.cudaStreamSynchronize(_stream(stream)), "cudaStreamSynchronize", device)
+
+
+def make_stream_wait(waiting: int, producer: int, device: int) -> None:
+    """Enqueue on ``waiting`` a wait for all work enqueued so far on ``producer`` (an event)."""
+    with using_device(device):
+        event = check(cudart.cudaEventCreateWithFlags(cudart.cudaEventDisableTiming), "cudaEventCreateWithFlags", device)
+        try:
+            check(cudart.cudaEventRecord(event, _stream(producer)), "cudaEventRecord", device)
+            check(cudart.cudaStreamWaitEvent(_stream(waiting), event, 0), "cudaStreamWaitEvent", device)
+        finally:
+            # Safe while the wait is pending: the runtime releases the event once it completes.
+            check(cudart.cudaEventDestroy(event), "cudaEventDestroy", device)
+
+
+def mem_get_info(device: int) -> tuple[int, int]:
+    """(free, total) bytes on ``device``."""
+    with using_device(device):
+        free_bytes, total = check(cudart.cudaMemGetInfo(), "cudaMemGetInfo", device)
+    return int(free_bytes), int(total)
+
+
+def pointer_device(ptr: int) -> tuple[int, bool]:
+    """(device ordinal, is managed memory) of a device pointer."""
+    attrs = check(cudart.cudaPointerGetAttributes(ptr), "cudaPointerGetAttributes")
+    managed = attrs.type == cudart.cudaMemoryType.cudaMemoryTypeManaged
+    if attrs.type not in (cudart.cudaMemoryType.cudaMemoryTypeDevice, cudart.cudaMemoryType.cudaMemoryTypeManaged):
+        raise ValueError(f"pointer {ptr:#x} is not device memory (CUDA memory type {attrs.type.name})")
+    return int(attrs.device), managed
