@@ -13,7 +13,7 @@ DEPS_STAMP := $(VENV)/.knetcnn-deps
 # Build requirements, runtime requirements and what the tests and examples use.
 DEPS := scikit-build-core pybind11 cmake ninja \
         "nvidia-cudnn-cu12>=9,<10" "nvidia-cuda-runtime-cu12>=12,<13" "nvidia-cuda-nvcc-cu12>=12,<13" \
-        "cuda-python>=12.6,<13" numpy pytest hypothesis tqdm scikit-learn matplotlib
+        "cuda-python>=12.6,<13" numpy ml_dtypes pytest hypothesis tqdm scikit-learn matplotlib
 
 .PHONY: demo test test-cpp test-python test-sanitize install deps gtest-dev bench clean
 
