@@ -128,6 +128,13 @@ std::optional<std::vector<AlgoCandidate>> AlgoCache::find(const std::string& key
   return it->second->second;
 }
 
+std::optional<std::vector<AlgoCandidate>> AlgoCache::peek(const std::string& key) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = index_.find(key);
+  if (it == index_.end()) return std::nullopt;
+  return it->second->second;
+}
+
 void AlgoCache::insert(const std::string& key, std::vector<AlgoCandidate> candidates) {
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = index_.find(key);

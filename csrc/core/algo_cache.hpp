@@ -92,6 +92,8 @@ class AlgoCache {
 
   // Counts a hit or a miss; a hit becomes the most recently used entry.
   std::optional<std::vector<AlgoCandidate>> find(const std::string& key);
+  // The entry without counting or reordering anything (for inspection).
+  std::optional<std::vector<AlgoCandidate>> peek(const std::string& key) const;
   // Inserts or replaces; evicts the least recently used entries beyond the capacity.
   void insert(const std::string& key, std::vector<AlgoCandidate> candidates);
   void erase(const std::string& key);
