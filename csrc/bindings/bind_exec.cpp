@@ -249,6 +249,48 @@ void register_exec(py::module_& m) {
           "shape of unpool's x): geometry.output_shape.")
           .c_str());
 
+  // ---- plans: what a call hands cuDNN, without a device ----
+  m.def(
+      "plan_conv",
+      [](const std::string& op, const ConvGeometry& g, const std::string& dtype, int device,
+         std::optional<std::size_t> workspace_limit, const Shape& x_strides, const Shape& y_strides) {
+        const ExecOptions options = effective_exec_options();
+        const std::size_t limit = options.workspace_limit ? *options.workspace_limit
+                                                          : workspace_limit.value_or(kDefaultWorkspaceCap);
+        const ConvPlan p = plan_conv(op, g, dtype_from_name(dtype), options, device, limit, x_strides, y_strides);
+        py::dict out;
+        out["direction"] = conv_direction_name(p.direction);
+        out["x_shape"] = py::tuple(py::cast(p.x_shape));
+        out["w_shape"] = py::tuple(py::cast(p.w_shape));
+        out["y_shape"] = py::tuple(py::cast(p.y_shape));
+        out["y_through_temporary"] = p.y_through_temporary;
+        out["cudnn_forward_dims"] = py::tuple(py::cast(p.cudnn_forward_dims));
+        out["key"] = p.key;
+        return out;
+      },
+      py::arg("op"), py::arg("geometry"), py::arg("dtype"), py::arg("device") = 0,
+      py::arg("workspace_limit") = py::none(), py::arg("x_strides") = Shape{}, py::arg("y_strides") = Shape{},
+      "Builds the descriptors a convolution op would hand cuDNN (host-only) under the current options and "
+      "returns the direction, the shapes in forward terms (x, w, y = cuDNN's forward output), whether y goes "
+      "through a zero-padded temporary, cuDNN's forward output dims and the algorithm-cache key. The workspace "
+      "limit in the key is the option's, else `workspace_limit`, else 256 MiB (a device measures its own).");
+  m.def(
+      "plan_pool",
+      [](const PoolGeometry& g, double alpha) {
+        const ExecOptions options = effective_exec_options();
+        PoolGeometry run = g;
+        run.cudnn_mode = effective_pool_mode(g, options);
+        const PoolingDescriptor pd(run);
+        py::dict out;
+        out["cudnn_mode"] = run.cudnn_mode;
+        out["pooling_mode"] = static_cast<int>(pd.read().mode);
+        out["cudnn_alpha"] = g.transposed ? unpool_scale(g, alpha) : alpha;
+        return out;
+      },
+      py::arg("geometry"), py::arg("alpha") = 1.0,
+      "The pooling mode that runs under the current options (max becomes MAX_DETERMINISTIC under "
+      "algo='deterministic') and the alpha cuDNN gets (prod(window)/alpha for unpool/unpoolx).");
+
   // ---- options ----
   m.def("get_default_options", []() { return options_dict(default_exec_options()); },
         "The process-wide execution options: {'algo', 'workspace_limit' (None: the default), 'allow_tf32'}.");

@@ -17,6 +17,29 @@ TensorLayout read_layout(const TensorDescriptor& d) {
   return TensorLayout{Shape(r.dims.begin(), r.dims.end()), Shape(r.strides.begin(), r.strides.end())};
 }
 
+// The cache key's fields, read back from the descriptors cuDNN is given (so the key describes
+// exactly what cuDNN sees) plus the options and the resolved workspace limit.
+ConvProblem conv_problem(ConvDirection direction, const ConvGeometry& g, DType dtype, const TensorDescriptor& xd,
+                         const Shape& w_shape, const TensorDescriptor& yd, const ExecOptions& options, int device,
+                         std::size_t workspace_limit) {
+  ConvProblem problem;
+  problem.device = device;
+  problem.direction = direction;
+  problem.dtype = dtype;
+  problem.x = read_layout(xd);
+  problem.w = TensorLayout{lift_shape(w_shape), packed_strides(lift_shape(w_shape))};
+  problem.y = read_layout(yd);
+  problem.padding = lift_axes(g.padding, 0);
+  problem.stride = lift_axes(g.stride, 1);
+  problem.dilation = lift_axes(g.dilation, 1);
+  problem.group = g.group;
+  problem.mode = g.mode;
+  problem.allow_tf32 = options.allow_tf32;
+  problem.policy = options.algo;
+  problem.workspace_limit = workspace_limit;
+  return problem;
+}
+
 // Runs one cuDNN convolution direction on operands whose shapes are exactly what cuDNN expects
 // (`y.shape` is cuDNN's forward output shape). Chooses the algorithm (cache, else search per the
 // policy), then runs the candidates in order until one succeeds.
@@ -41,22 +64,7 @@ void run_convolution(const ExecScope& scope, ConvDirection direction, const Conv
   const int device = scope.device();
   cudaStream_t stream = scope.stream();
   const std::size_t limit = resolve_workspace_limit(device, options.workspace_limit);
-  ConvProblem problem;
-  problem.device = device;
-  problem.direction = direction;
-  problem.dtype = dtype;
-  problem.x = read_layout(xd);
-  problem.w = TensorLayout{lift_shape(w.shape), packed_strides(lift_shape(w.shape))};
-  problem.y = read_layout(yd);
-  problem.padding = lift_axes(g.padding, 0);
-  problem.stride = lift_axes(g.stride, 1);
-  problem.dilation = lift_axes(g.dilation, 1);
-  problem.group = g.group;
-  problem.mode = g.mode;
-  problem.allow_tf32 = options.allow_tf32;
-  problem.policy = options.algo;
-  problem.workspace_limit = limit;
-  const std::string key = conv_algo_key(problem);
+  const std::string key = conv_algo_key(conv_problem(direction, g, dtype, xd, w.shape, yd, options, device, limit));
 
   // During CUDA graph capture nothing may allocate or synchronize: the workspace cannot grow, and
   // a search result limited by it is not cached.
@@ -215,6 +223,34 @@ Shape cudnn_conv_forward_shape(const ConvGeometry& g) {
     out[2 + i] = 1 + (g.input[2 + i] + 2 * g.padding[i] - span) / g.stride[i];
   }
   return out;
+}
+
+ConvPlan plan_conv(const std::string& op, const ConvGeometry& g, DType dtype, const ExecOptions& options, int device,
+                   std::size_t workspace_limit, const Shape& x_strides, const Shape& y_strides) {
+  const bool deconv = op.rfind("deconv4", 0) == 0;
+  if (op != "conv4" && op != "conv4x" && op != "conv4w" && op != "deconv4" && op != "deconv4w" && op != "deconv4x")
+    throw value_error("plan_conv: op='" + op + "': op must be conv4, conv4x, conv4w, deconv4, deconv4w or deconv4x");
+  check_kind(op.c_str(), g, deconv);
+  ConvPlan plan;
+  const char last = op.back();
+  plan.direction = last == '4' ? (deconv ? ConvDirection::BackwardData : ConvDirection::Forward)
+                   : last == 'x' ? (deconv ? ConvDirection::Forward : ConvDirection::BackwardData)
+                                 : ConvDirection::BackwardFilter;
+  plan.x_shape = g.input;
+  plan.w_shape = g.filter;
+  plan.y_shape = cudnn_conv_forward_shape(g);
+  plan.y_through_temporary = plan.y_shape != g.output;
+  const Shape y_layout = plan.y_through_temporary ? Shape{} : y_strides;  // a temporary is packed
+  const TensorDescriptor xd("x", dtype, plan.x_shape, x_strides);
+  const FilterDescriptor wd(dtype, plan.w_shape);
+  const ConvolutionDescriptor cd(g, dtype, options.allow_tf32);
+  const TensorDescriptor yd("y", dtype, plan.y_shape, y_layout);
+  int dims[8];
+  const int nb = static_cast<int>(lift_shape(plan.x_shape).size());
+  KNETCNN_CUDNN(cudnnGetConvolutionNdForwardOutputDim(cd.get(), xd.get(), wd.get(), nb, dims));
+  plan.cudnn_forward_dims = Shape(dims, dims + nb);
+  plan.key = conv_algo_key(conv_problem(plan.direction, g, dtype, xd, plan.w_shape, yd, options, device, workspace_limit));
+  return plan;
 }
 
 void conv4_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& w, const DeviceTensor& x,

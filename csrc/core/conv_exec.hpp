@@ -28,6 +28,9 @@
 // convolution into a temporary of the larger size and copies the leading block out.
 #pragma once
 
+#include <string>
+
+#include "algo_cache.hpp"
 #include "dtype.hpp"
 #include "exec_common.hpp"
 #include "exec_options.hpp"
@@ -38,6 +41,21 @@ namespace knetcnn {
 // cuDNN's forward output dims for (g.input, g.filter): g.output, except for a transposed geometry
 // with output_padding >= stride on some axis, where that axis is larger by output_padding // stride.
 Shape cudnn_conv_forward_shape(const ConvGeometry& g);
+
+// What a convolution op hands cuDNN, without a device: the direction, the shapes in forward terms
+// (x, w, y; y is cuDNN's forward output shape), whether y goes through a temporary (deconv4 with
+// output_padding >= stride), cuDNN's own cudnnGetConvolutionNdForwardOutputDim for (x, w) (lifted
+// rank; must equal y lifted), and the algorithm-cache key a call with these options would use.
+// `x_strides`/`y_strides` as the call would pass them for the tensors in the x/y roles.
+struct ConvPlan {
+  ConvDirection direction = ConvDirection::Forward;
+  Shape x_shape, w_shape, y_shape;
+  bool y_through_temporary = false;
+  Shape cudnn_forward_dims;
+  std::string key;
+};
+ConvPlan plan_conv(const std::string& op, const ConvGeometry& g, DType dtype, const ExecOptions& options, int device,
+                   std::size_t workspace_limit, const Shape& x_strides = {}, const Shape& y_strides = {});
 
 void conv4_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& w, const DeviceTensor& x,
                 const DeviceTensor& y, double alpha, double beta, const ExecTarget& target,
