@@ -44,6 +44,8 @@ import os
 import threading
 from typing import Any
 
+import numpy as np
+
 from ._core import core
 
 ALGORITHMS = ("heuristic", "benchmark", "deterministic")
@@ -71,7 +73,7 @@ def _validate(algo, workspace_limit, allow_tf32) -> dict[str, Any]:
                                  "a number of bytes >= 0, or None for the default")
         fields["workspace_limit"] = workspace_limit
     if allow_tf32 is not _UNSET:
-        if not isinstance(allow_tf32, bool) and type(allow_tf32).__name__ != "bool_":
+        if not isinstance(allow_tf32, (bool, np.bool_)):
             raise TypeError(f"knetcnn.options: allow_tf32={allow_tf32!r}: allow_tf32 must be True or False, "
                             f"not {type(allow_tf32).__name__}")
         fields["allow_tf32"] = bool(allow_tf32)
