@@ -107,16 +107,17 @@ std::vector<AlgoCandidate> search_conv_algorithms(cudnnHandle_t handle, const Se
     try {
       lease.emplace(acquire_workspace(r.device, r.stream, wanted, true));
       workspace = lease->get();
-    } catch (const CudaError&) {
+    } catch (const CudaError& e) {
+      if (e.code_name() != "cudaErrorMemoryAllocation") throw;
       // Not enough memory for the largest workspace: time the algorithms that need none.
       given = 0;
     }
     DeviceScratch scratch(r.output_bytes, r.device, r.stream, "benchmark search's scratch output");
     ConvPointers search = p;
     search.output = scratch.get();
-    results = conv_benchmark_results(handle, r.direction, d, search, workspace, given);
+    results = conv_benchmark_results(handle, r.direction, d, search, workspace, given, context);
   } else {
-    results = conv_heuristic_results(handle, r.direction, d);
+    results = conv_heuristic_results(handle, r.direction, d, context);
   }
   CandidateSelection s = select_candidates(r.direction, results, r.policy, r.workspace_limit, r.dtype, r.allow_tf32);
   // The workspace an algorithm needs depends on the math type it runs with: ask again with it set.

@@ -20,29 +20,29 @@ std::vector<PerfRecord> to_records(const Perf* perf, int returned, int requested
 }  // namespace
 
 std::vector<PerfRecord> conv_heuristic_results(cudnnHandle_t handle, ConvDirection direction,
-                                               const ConvDescriptorRefs& d) {
+                                               const ConvDescriptorRefs& d, const std::string& context) {
   int returned = 0;
   switch (direction) {
     case ConvDirection::Forward: {
       cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT] = {};
-      KNETCNN_CUDNN(cudnnGetConvolutionForwardAlgorithm_v7(handle, d.x.get(), d.w.get(), d.conv.get(), d.y.get(),
-                                                           CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf));
+      KNETCNN_CUDNN_CTX(cudnnGetConvolutionForwardAlgorithm_v7(handle, d.x.get(), d.w.get(), d.conv.get(), d.y.get(),
+                                                           CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf), context);
       return to_records(perf, returned, CUDNN_CONVOLUTION_FWD_ALGO_COUNT);
     }
     case ConvDirection::BackwardData: {
       cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT] = {};
       // (filterDesc, diffDesc = dy, convDesc, gradDesc = dx)
-      KNETCNN_CUDNN(cudnnGetConvolutionBackwardDataAlgorithm_v7(handle, d.w.get(), d.y.get(), d.conv.get(),
+      KNETCNN_CUDNN_CTX(cudnnGetConvolutionBackwardDataAlgorithm_v7(handle, d.w.get(), d.y.get(), d.conv.get(),
                                                                 d.x.get(), CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
-                                                                &returned, perf));
+                                                                &returned, perf), context);
       return to_records(perf, returned, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT);
     }
     case ConvDirection::BackwardFilter: {
       cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT] = {};
       // (srcDesc = x, diffDesc = dy, convDesc, gradDesc = dw)
-      KNETCNN_CUDNN(cudnnGetConvolutionBackwardFilterAlgorithm_v7(handle, d.x.get(), d.y.get(), d.conv.get(),
+      KNETCNN_CUDNN_CTX(cudnnGetConvolutionBackwardFilterAlgorithm_v7(handle, d.x.get(), d.y.get(), d.conv.get(),
                                                                   d.w.get(), CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
-                                                                  &returned, perf));
+                                                                  &returned, perf), context);
       return to_records(perf, returned, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT);
     }
   }
@@ -51,31 +51,32 @@ std::vector<PerfRecord> conv_heuristic_results(cudnnHandle_t handle, ConvDirecti
 
 std::vector<PerfRecord> conv_benchmark_results(cudnnHandle_t handle, ConvDirection direction,
                                                const ConvDescriptorRefs& d, const ConvPointers& p,
-                                               void* workspace, std::size_t workspace_bytes) {
+                                               void* workspace, std::size_t workspace_bytes,
+                                               const std::string& context) {
   int returned = 0;
   switch (direction) {
     case ConvDirection::Forward: {
       cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT] = {};
       // (xDesc, x, wDesc, w, convDesc, yDesc, y = scratch, ..., workSpace, size)
-      KNETCNN_CUDNN(cudnnFindConvolutionForwardAlgorithmEx(handle, d.x.get(), p.x, d.w.get(), p.w, d.conv.get(),
+      KNETCNN_CUDNN_CTX(cudnnFindConvolutionForwardAlgorithmEx(handle, d.x.get(), p.x, d.w.get(), p.w, d.conv.get(),
                                                            d.y.get(), p.output, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
-                                                           &returned, perf, workspace, workspace_bytes));
+                                                           &returned, perf, workspace, workspace_bytes), context);
       return to_records(perf, returned, CUDNN_CONVOLUTION_FWD_ALGO_COUNT);
     }
     case ConvDirection::BackwardData: {
       cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT] = {};
       // (wDesc, w, dyDesc, dy, convDesc, dxDesc, dx = scratch, ..., workSpace, size)
-      KNETCNN_CUDNN(cudnnFindConvolutionBackwardDataAlgorithmEx(
+      KNETCNN_CUDNN_CTX(cudnnFindConvolutionBackwardDataAlgorithmEx(
           handle, d.w.get(), p.w, d.y.get(), p.y, d.conv.get(), d.x.get(), p.output,
-          CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf, workspace, workspace_bytes));
+          CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf, workspace, workspace_bytes), context);
       return to_records(perf, returned, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT);
     }
     case ConvDirection::BackwardFilter: {
       cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT] = {};
       // (xDesc, x, dyDesc, dy, convDesc, dwDesc, dw = scratch, ..., workSpace, size)
-      KNETCNN_CUDNN(cudnnFindConvolutionBackwardFilterAlgorithmEx(
+      KNETCNN_CUDNN_CTX(cudnnFindConvolutionBackwardFilterAlgorithmEx(
           handle, d.x.get(), p.x, d.y.get(), p.y, d.conv.get(), d.w.get(), p.output,
-          CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf, workspace, workspace_bytes));
+          CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf, workspace, workspace_bytes), context);
       return to_records(perf, returned, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT);
     }
   }

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 #include <vector>
 
 #include <cudnn.h>
@@ -52,13 +53,14 @@ struct PerfRecord {
 // cudnnGetConvolution*Algorithm_v7: cuDNN's ranking for the descriptors' current math type.
 // Only the `returnedAlgoCount` rows cuDNN filled are returned.
 std::vector<PerfRecord> conv_heuristic_results(cudnnHandle_t handle, ConvDirection direction,
-                                               const ConvDescriptorRefs& d);
+                                               const ConvDescriptorRefs& d, const std::string& context);
 
 // cudnnFindConvolution*AlgorithmEx: runs and times the algorithms with our buffers. `p.output`
 // must be a scratch buffer (it is overwritten with garbage), never the caller's result.
 std::vector<PerfRecord> conv_benchmark_results(cudnnHandle_t handle, ConvDirection direction,
                                                const ConvDescriptorRefs& d, const ConvPointers& p,
-                                               void* workspace, std::size_t workspace_bytes);
+                                               void* workspace, std::size_t workspace_bytes,
+                                               const std::string& context);
 
 // cudnnGetConvolution*WorkspaceSize for `algo` under the descriptor's current math type; returns
 // the status (not SUCCESS where this algorithm cannot run these descriptors) and sets `bytes`.

@@ -6,6 +6,7 @@
 #include "algo_search.hpp"
 #include "conv_dispatch.hpp"
 #include "cudnn_check.hpp"
+#include "cudnn_names.hpp"
 #include "errors.hpp"
 #include "workspace.hpp"
 
@@ -70,12 +71,7 @@ void run_convolution(const ExecScope& scope, ConvDirection direction, const Conv
   // a search result limited by it is not cached.
   const CaptureState capture = stream_capture_state(stream);
   const bool capturing = capture != CaptureState::None;
-  std::optional<std::vector<AlgoCandidate>> cached = algo_cache().find(key);
-  const bool from_cache = cached.has_value();
-  std::vector<AlgoCandidate> candidates;
-  if (from_cache) {
-    candidates = std::move(*cached);
-  } else {
+  auto search = [&]() {
     SearchRequest request;
     request.direction = direction;
     request.policy = options.algo;
@@ -86,53 +82,70 @@ void run_convolution(const ExecScope& scope, ConvDirection direction, const Conv
     request.stream = stream;
     request.capture = capture;
     request.output_bytes = layout_bytes(written.shape, written.strides, dtype);
-    candidates = search_conv_algorithms(scope.handle(), request, d, p, context);
-    if (!capturing || request.workspace_limit == limit) algo_cache().insert(key, candidates);
-  }
+    std::vector<AlgoCandidate> found = search_conv_algorithms(scope.handle(), request, d, p, context);
+    if (!capturing || request.workspace_limit == limit) algo_cache().insert(key, found);
+    return found;
+  };
 
   const Scaling scaling(dtype, alpha, beta);
   const char* function = conv_execute_function(direction);
   std::string tries;
   cudnnStatus_t last_status = CUDNN_STATUS_NOT_SUPPORTED;
   std::string last_detail;
-  for (std::size_t i = 0; i < candidates.size(); ++i) {
-    const AlgoCandidate& c = candidates[i];
-    const std::string algo_text = "algo=" + conv_algo_name(direction, c.algo) + " math=" +
-                                  std::to_string(static_cast<int>(c.math_type)) + " workspace=" +
-                                  std::to_string(c.workspace) + " bytes";
-    if (capturing && c.workspace > workspace_size(device, stream)) {
-      tries += (tries.empty() ? "" : "; ") + algo_text + ": the workspace cannot grow during graph capture";
-      continue;
+  // Runs the candidates in order; true once one succeeded. Statuses that mean "this algorithm
+  // cannot run here" move on to the next; any other failure raises at once.
+  auto run_candidates = [&](const std::vector<AlgoCandidate>& candidates) {
+    for (std::size_t i = 0; i < candidates.size(); ++i) {
+      const AlgoCandidate& c = candidates[i];
+      const std::string algo_text = "algo=" + conv_algo_name(direction, c.algo) + " math=" +
+                                    math_type_name(c.math_type) + " workspace=" + std::to_string(c.workspace) +
+                                    " bytes";
+      if (capturing && c.workspace > workspace_size(device, stream)) {
+        tries += (tries.empty() ? "" : "; ") + algo_text + ": the workspace cannot grow during graph capture";
+        continue;
+      }
+      std::optional<WorkspaceLease> lease;
+      try {
+        lease.emplace(acquire_workspace(device, stream, c.workspace, !capturing));
+      } catch (const CudaError& e) {
+        if (e.code_name() != "cudaErrorMemoryAllocation") throw;
+        tries += (tries.empty() ? "" : "; ") + algo_text + ": workspace allocation failed";
+        continue;
+      }
+      // The math type is part of the algorithm choice (cuDNN >= 7.4): apply the one found with it.
+      cd.set_math_type(c.math_type);
+      const cudnnStatus_t status = conv_execute(scope.handle(), direction, d, p, c.algo,
+                                                c.workspace ? lease->get() : nullptr, c.workspace, scaling.alpha(),
+                                                scaling.beta());
+      if (status == CUDNN_STATUS_SUCCESS) {
+        // Remember what worked, so that the failed candidates are not retried on every call.
+        if (i > 0 && !capturing)
+          algo_cache().insert(key, std::vector<AlgoCandidate>(candidates.begin() + static_cast<long>(i),
+                                                              candidates.end()));
+        return true;
+      }
+      const std::string name = cudnn_status_name(status);
+      if (!is_fallback_status(name, !scaling.beta_is_zero()))
+        check_cudnn(status, function, context + " " + algo_text);  // throws
+      last_status = status;
+      last_detail = cudnn_last_error();
+      cudaGetLastError();  // a launch failure behind the status must not leak into the next candidate
+      tries += (tries.empty() ? "" : "; ") + algo_text + ": " + name;
     }
-    std::optional<WorkspaceLease> lease;
-    try {
-      lease.emplace(acquire_workspace(device, stream, c.workspace, !capturing));
-    } catch (const CudaError& e) {
-      if (e.code_name() != "cudaErrorMemoryAllocation") throw;
-      tries += (tries.empty() ? "" : "; ") + algo_text + ": workspace allocation failed";
-      continue;
-    }
-    // The math type is part of the algorithm choice (cuDNN >= 7.4): apply the one found with it.
-    cd.set_math_type(c.math_type);
-    const cudnnStatus_t status = conv_execute(scope.handle(), direction, d, p, c.algo,
-                                              c.workspace ? lease->get() : nullptr, c.workspace, scaling.alpha(),
-                                              scaling.beta());
-    if (status == CUDNN_STATUS_SUCCESS) {
-      // Remember what worked, so that the failed candidates are not retried on every call.
-      if (i > 0 && !capturing)
-        algo_cache().insert(key, std::vector<AlgoCandidate>(candidates.begin() + static_cast<long>(i),
-                                                            candidates.end()));
-      return;
-    }
-    const std::string name = cudnn_status_name(status);
-    if (!is_fallback_status(name, !scaling.beta_is_zero()))
-      check_cudnn(status, function, context + " " + algo_text);  // throws
-    last_status = status;
-    last_detail = cudnn_last_error();
-    tries += (tries.empty() ? "" : "; ") + algo_text + ": " + name;
+    return false;
+  };
+
+  std::optional<std::vector<AlgoCandidate>> cached = algo_cache().find(key);
+  if (cached) {
+    if (run_candidates(*cached)) return;
+    // Every cached choice failed: the entry is stale (loaded from a file, less memory now).
+    // Forget it and search again, once, where a search may run.
+    algo_cache().erase(key);
+    if (search_refusal_reason(options.algo, capture).empty() && run_candidates(search())) return;
+  } else if (run_candidates(search())) {
+    return;
   }
-  // Nothing ran. A cached list may be stale (another cuDNN state, less memory): search next time.
-  if (from_cache) algo_cache().erase(key);
+  algo_cache().erase(key);
   std::string message = std::string(function) + " failed with every candidate algorithm [" + context + "]: " +
                         (tries.empty() ? "no candidate" : tries);
   if (!last_detail.empty()) message += ": " + last_detail;

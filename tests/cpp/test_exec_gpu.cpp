@@ -501,18 +501,11 @@ TEST(GpuFallback, AFailingCachedCandidateFallsBackAndIsDropped) {
   EXPECT_EQ(algo_cache().peek(fwd)->front().algo, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM);
   EXPECT_EQ(algo_cache().peek(fwd)->size(), 1u);
   EXPECT_EQ(algo_cache().peek(bwd)->front().algo, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1);
-  // A list where nothing works raises (NOT_SUPPORTED, naming what was tried) and is forgotten.
+  // A cached list where nothing works is stale: it is dropped and the search runs again.
   algo_cache().insert(fwd, {AlgoCandidate{CUDNN_CONVOLUTION_FWD_ALGO_DIRECT, CUDNN_FMA_MATH, 0}});
-  DeviceArray<float> w(count(g.filter)), x(count(g.input)), y(count(g.output));
-  try {
-    conv4_exec(g, DType::Float32, w.t(), x.t(), y.t(), 1, 0, ExecTarget{}, o);
-    FAIL() << "expected a CudnnError";
-  } catch (const CudnnError& e) {
-    EXPECT_EQ(e.status_name().rfind("CUDNN_STATUS_NOT_SUPPORTED", 0), 0u) << e.what();
-    EXPECT_NE(std::string(e.what()).find("CUDNN_CONVOLUTION_FWD_ALGO_DIRECT"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("conv4: w (4, 3, 3, 2)"), std::string::npos) << e.what();
-  }
-  EXPECT_FALSE(algo_cache().peek(fwd).has_value());
+  check_conv_family<float>(c, o, nullptr);
+  ASSERT_TRUE(algo_cache().peek(fwd).has_value());
+  EXPECT_NE(algo_cache().peek(fwd)->front().algo, CUDNN_CONVOLUTION_FWD_ALGO_DIRECT);
 }
 
 TEST(GpuThreads, SeveralThreadsOnTheirOwnStreams) {
@@ -698,6 +691,27 @@ TEST(GpuCapture, BenchmarkSearchIsRefusedButCachedChoicesRunInAGraph) {
   expect_close(y.get(), want, 2e-4, "conv4 replayed from a CUDA graph");
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
+
+  // 3. During capture a stale cached list cannot be replaced by a benchmark search: the error
+  //    names the call, every algorithm tried and why.
+  algo_cache().insert(conv_key("conv4", g, DType::Float32, bench),
+                      {AlgoCandidate{CUDNN_CONVOLUTION_FWD_ALGO_DIRECT, CUDNN_FMA_MATH, 0}});
+  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  try {
+    conv4_exec(g, DType::Float32, dw.t(), dx.t(), y.t(), 1, 0, ExecTarget{0, stream}, bench);
+    ADD_FAILURE() << "a failing algorithm ran";
+  } catch (const CudnnError& e) {
+    const std::string message = e.what();
+    EXPECT_EQ(e.status_name().rfind("CUDNN_STATUS_NOT_SUPPORTED", 0), 0u) << message;
+    EXPECT_NE(message.find("failed with every candidate algorithm"), std::string::npos) << message;
+    EXPECT_NE(message.find("CUDNN_CONVOLUTION_FWD_ALGO_DIRECT"), std::string::npos) << message;
+    EXPECT_NE(message.find("conv4: w (4, 3, 3, 2)"), std::string::npos) << message;
+    EXPECT_NE(message.find("algo=benchmark"), std::string::npos) << message;
+  }
+  graph = nullptr;
+  cudaStreamEndCapture(stream, &graph);
+  cudaGetLastError();
+  if (graph) cudaGraphDestroy(graph);
   CUDA_OK(cudaStreamDestroy(stream));
 }
 
