@@ -13,15 +13,22 @@ namespace {
 
 bool needs_packing(const Operand& o) { return o.shape.back() > 1 && o.strides.back() != 1; }
 
+// The layouts cuDNN compares: size-1 axes' strides do not count (descriptors normalize them).
+bool same_layout(const Operand& a, const Operand& b) {
+  return a.shape == b.shape && normalized_strides(a.shape, a.strides) == normalized_strides(b.shape, b.strides);
+}
+
 // An operand as cuDNN's pooling gets it: the caller's, or a packed temporary.
 struct Staged {
   Operand operand;
   std::unique_ptr<DeviceScratch> scratch;
 };
 
-// A read tensor: packed copy when its innermost stride is not 1.
-Staged stage_read(const ExecScope& scope, DType dtype, const Operand& o, const std::string& context) {
-  if (!needs_packing(o)) return Staged{o, nullptr};
+// A read tensor: a packed copy when its innermost stride is not 1, or when `force` (to match the
+// layout of the tensor it is paired with).
+Staged stage_read(const ExecScope& scope, DType dtype, const Operand& o, const std::string& context,
+                  bool force = false) {
+  if (!needs_packing(o) && (!force || o.packed())) return Staged{o, nullptr};
   const Shape strides = packed_strides(o.shape);
   auto scratch = std::make_unique<DeviceScratch>(layout_bytes(o.shape, strides, dtype), scope.device(),
                                                  scope.stream(), "packed copy for pooling");
@@ -30,10 +37,10 @@ Staged stage_read(const ExecScope& scope, DType dtype, const Operand& o, const s
   return Staged{packed, std::move(scratch)};
 }
 
-// A written tensor: a packed temporary when its innermost stride is not 1 (finish_write copies
-// it out).
-Staged stage_write(const ExecScope& scope, DType dtype, const Operand& o) {
-  if (!needs_packing(o)) return Staged{o, nullptr};
+// A written tensor: a packed temporary when its innermost stride is not 1, or when `force`
+// (finish_write copies it out).
+Staged stage_write(const ExecScope& scope, DType dtype, const Operand& o, bool force = false) {
+  if (!needs_packing(o) && (!force || o.packed())) return Staged{o, nullptr};
   const Shape strides = packed_strides(o.shape);
   auto scratch = std::make_unique<DeviceScratch>(layout_bytes(o.shape, strides, dtype), scope.device(),
                                                  scope.stream(), "packed result for pooling");
@@ -133,12 +140,15 @@ void poolx_exec(const PoolGeometry& g, DType dtype, const DeviceTensor& x, const
   const PoolingDescriptor pd(run);
   const bool max_mode = run.cudnn_mode == 0 || run.cudnn_mode == 3;
   const ExecScope scope(target, {&xo, &yo, &dyo, &dxo});
-  const Staged xs = stage_read(scope, dtype, xo, context);
-  const Staged dys = stage_read(scope, dtype, dyo, context);
+  // cudnnPoolingBackward wants x and dx in one layout, and y and dy in one layout (BAD_PARAM
+  // otherwise), each with innermost stride 1: where the caller's differ, both go packed.
+  const bool x_pair_direct = same_layout(xo, dxo) && !needs_packing(xo);
+  const Staged xs = stage_read(scope, dtype, xo, context, !x_pair_direct);
+  const Staged dxs = stage_write(scope, dtype, dxo, !x_pair_direct);
   const TensorDescriptor xd("x", dtype, xs.operand.shape, xs.operand.strides);
 
   // The forward output cuDNN's max backward compares against must be unscaled (see header).
-  Staged ys{yo, nullptr};
+  Staged ys{yo, nullptr}, dys{dyo, nullptr};
   if (max_mode && alpha != 1.0) {
     const Shape strides = packed_strides(g.output);
     ys.scratch = std::make_unique<DeviceScratch>(layout_bytes(g.output, strides, dtype), scope.device(),
@@ -149,10 +159,12 @@ void poolx_exec(const PoolGeometry& g, DType dtype, const DeviceTensor& x, const
     KNETCNN_CUDNN_CTX(cudnnPoolingForward(scope.handle(), pd.get(), unit.alpha(), xd.get(), xs.operand.data,
                                           unit.beta(), y0d.get(), ys.operand.data),
                       context + " (recomputing y with alpha=1)");
+    dys = stage_read(scope, dtype, dyo, context, true);  // packed, like the recomputed y
   } else {
-    ys = stage_read(scope, dtype, yo, context);
+    const bool y_pair_direct = same_layout(yo, dyo) && !needs_packing(yo);
+    ys = stage_read(scope, dtype, yo, context, !y_pair_direct);
+    dys = stage_read(scope, dtype, dyo, context, !y_pair_direct);
   }
-  const Staged dxs = stage_write(scope, dtype, dxo);
   const TensorDescriptor yd("y", dtype, ys.operand.shape, ys.operand.strides);
   const TensorDescriptor dyd("dy", dtype, dys.operand.shape, dys.operand.strides);
   const TensorDescriptor dxd("dx", dtype, dxs.operand.shape, dxs.operand.strides);

@@ -20,9 +20,10 @@
 //   prod(window)/alpha. (Exact in real arithmetic; rounding differs from scaling x first by at
 //   most a rounding of the folded factor.) cuDNN's average backward reads neither y nor x: unpool
 //   passes its input as y (same shape as dy) and its result buffer as x, as Knet does.
-// - Tensors whose innermost stride is not 1 are copied to packed temporaries first (results are
-//   computed into a temporary and copied out with beta): cuDNN's pooling kernels need unit
-//   innermost stride.
+// - Layouts: cuDNN's pooling needs innermost stride 1 (NOT_SUPPORTED otherwise), and
+//   cudnnPoolingBackward needs x and dx in the same layout, and y and dy in the same layout
+//   (BAD_PARAM otherwise). Tensors that break either rule are copied to packed temporaries
+//   (cudnnTransformTensor); a result is computed into a temporary and copied out with beta.
 // Under knetcnn.options(algo='deterministic'), max pooling (mode 0) runs as
 // CUDNN_POOLING_MAX_DETERMINISTIC (mode 3): the same forward, a deterministic backward.
 #pragma once

@@ -574,6 +574,24 @@ TEST(GpuStreams, NonDefaultStreamAndStridedArrays) {
   std::vector<float> pgot = dpy.get(), ppicked;
   for (std::size_t i = 0; i < pgot.size(); i += 2) ppicked.push_back(pgot[i]);
   expect_close(ppicked, pwant, 2e-4, "pool with innermost stride 2");
+  // poolx with y packed but dy (and dx) stored with a row pitch of 5: cudnnPoolingBackward needs
+  // y/dy and x/dx pairwise in one layout, so they go through packed copies.
+  const PoolGeometry mg = pool_geometry("pool", {1, 2, 4, 6}, pool_opts({2, 2}, {0, 0}, {2, 2}, 0));
+  std::vector<double> mx = random_values(count(mg.input), 74), mdy = random_values(count(mg.output), 75);
+  std::vector<double> my(count(mg.output), 0.0), mdx(count(mg.input), 0.0);
+  reference_pool(false, mg.input, mg.output, mg, 0, mx, my, unused, unused, 1.0);
+  reference_pool(true, mg.input, mg.output, mg, 0, mx, my, mdx, mdy, 1.0);
+  std::vector<double> pitched_dy(2 * 2 * 5, 0.0);
+  for (int64_t i = 0; i < count(mg.output); ++i) pitched_dy[(i / 3) * 5 + i % 3] = mdy[i];
+  DeviceArray<float> dmx(cast<float>(mx)), dmy(cast<float>(my)), dmdy(cast<float>(pitched_dy)),
+      dmdx(2 * 4 * 8);
+  // dx with a row pitch of 8 (x is packed, pitch 6).
+  poolx_exec(mg, DType::Float32, dmx.t(), dmy.t(), dmdy.t({20, 10, 5, 1}), dmdx.t({64, 32, 8, 1}), 1, 0,
+             ExecTarget{0, stream}, ExecOptions{});
+  const std::vector<float> pitched_dx = dmdx.get();
+  std::vector<float> mgot;
+  for (int64_t i = 0; i < count(mg.input); ++i) mgot.push_back(pitched_dx[(i / 6) * 8 + i % 6]);
+  expect_close(mgot, mdx, 2e-4, "poolx with dy and dx in other layouts than y and x");
   CUDA_OK(cudaStreamSynchronize(stream));
   CUDA_OK(cudaStreamDestroy(stream));
 }
