@@ -82,6 +82,14 @@ Operand make_operand(const std::string& op, const char* role, const DeviceTensor
                           ": cuDNN needs element strides in 0..2147483647; copy the array to a contiguous one");
     o.strides = t.strides;
   }
+  // The descriptors refuse these too, but only once a device is there: say it first.
+  const int64_t elements = element_count(shape);
+  int64_t last = 0;
+  for (std::size_t i = 0; i < shape.size(); ++i) last += (shape[i] - 1) * o.strides[i];
+  if (elements < 0 || elements > kMaxDescriptorInt || last > kMaxDescriptorInt)
+    throw value_error(op + ": " + role + " has shape " + shape_to_string(shape) + " and strides " +
+                      shape_to_string(o.strides) +
+                      ": cuDNN tensors hold and address at most 2147483647 elements; split the batch (axis 0)");
   if (written && self_overlapping(o.shape, o.strides))
     throw value_error(op + ": " + role + " with shape " + shape_to_string(shape) + " and strides " +
                       shape_to_string(o.strides) +

@@ -362,6 +362,13 @@ TEST_F(ExecErrors, BadStridesAliasingAndScalings) {
                    options);
       },
       {"conv4: the result y shares memory with the input x"});
+  // Over 2^31 elements, or addressing past them: refused before the device is looked at.
+  const ConvGeometry big = conv4_geometry("conv4", {1, 1, 1, 1}, {65536, 1, 256, 256}, conv_opts(0, 1, 1));
+  expect_value_error([&] { conv4_exec(big, DType::Float16, fake(1), fake(2), fake(3), 1, 0, target, options); },
+                     {"conv4: x", "at most 2147483647 elements"});
+  expect_value_error(
+      [&] { conv4_exec(conv, DType::Float32, fake(1), fake(2, {1LL << 31, 64, 8, 1}), fake(3), 1, 0, target, options); },
+      {"conv4: x", "2147483647"});
   expect_value_error([&] { conv4_exec(conv, DType::Float32, fake(1), fake(2), fake(3), NAN, 0, target, options); },
                      {"conv4: alpha=nan", "finite"});
   expect_value_error(
