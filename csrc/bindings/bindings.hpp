@@ -9,5 +9,6 @@ void register_errors(pybind11::module_& m);
 void register_geometry(pybind11::module_& m);
 void register_descriptors(pybind11::module_& m);
 void register_runtime(pybind11::module_& m);
+void register_exec(pybind11::module_& m);
 
 }  // namespace knetcnn::bindings

@@ -21,6 +21,7 @@ from ._errors import (  # noqa: E402
 from .describe import describe  # noqa: E402
 from .device.knet_array import KnetArray  # noqa: E402
 from .info import info  # noqa: E402
+from .options import cache_info, clear_cache, load_cache, options, save_cache  # noqa: E402
 
 __all__ = [
     "CudaError",
@@ -31,6 +32,11 @@ __all__ = [
     "CudnnNotSupportedError",
     "DeviceUnavailableError",
     "KnetArray",
+    "cache_info",
+    "clear_cache",
     "describe",
     "info",
+    "load_cache",
+    "options",
+    "save_cache",
 ]

@@ -25,7 +25,8 @@ class CudnnError(RuntimeError):
 
 
 class CudnnMemoryError(CudnnError, MemoryError):
-    """cuDNN could not allocate memory (CUDNN_STATUS_ALLOC_FAILED)."""
+    """cuDNN could not allocate memory (CUDNN_STATUS_ALLOC_FAILED; in cuDNN 9
+    CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED / _DEVICE_ALLOCATION_FAILED)."""
 
 
 class CudnnNotSupportedError(CudnnError, NotImplementedError):
@@ -54,7 +55,9 @@ class DeviceUnavailableError(RuntimeError):
 
 
 def _cudnn_class(status: str) -> type[CudnnError]:
-    if status.startswith("CUDNN_STATUS_ALLOC_FAILED"):
+    # cuDNN 8's ALLOC_FAILED is cuDNN 9's INTERNAL_ERROR_{HOST,DEVICE}_ALLOCATION_FAILED: its
+    # cudnnGetErrorString never says ALLOC_FAILED, so match both spellings.
+    if status.startswith("CUDNN_STATUS_ALLOC_FAILED") or status.endswith("_ALLOCATION_FAILED"):
         return CudnnMemoryError
     if status.startswith("CUDNN_STATUS_NOT_SUPPORTED"):
         return CudnnNotSupportedError

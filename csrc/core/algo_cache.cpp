@@ -1,0 +1,321 @@
+#include "algo_cache.hpp"
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include <cuda_runtime_api.h>
+
+#include "cudnn_names.hpp"
+#include "errors.hpp"
+
+namespace knetcnn {
+namespace {
+
+constexpr const char* kFileMagic = "# knetcnn convolution algorithm cache v1";
+
+std::string join(const std::vector<int64_t>& values) {
+  std::string out;
+  for (std::size_t i = 0; i < values.size(); ++i) out += (i ? "," : "") + std::to_string(values[i]);
+  return out;
+}
+
+std::string join(const std::vector<int>& values) { return join(std::vector<int64_t>(values.begin(), values.end())); }
+
+std::string layout(const TensorLayout& t) { return join(t.dims) + "/" + join(t.strides); }
+
+// The value of "name=" in a key, "" if absent.
+std::string key_field(const std::string& key, const std::string& name) {
+  const std::string needle = "|" + name + "=";
+  const auto start = key.find(needle);
+  if (start == std::string::npos) return "";
+  const auto begin = start + needle.size();
+  const auto end = key.find('|', begin);
+  return key.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
+}
+
+std::optional<ConvDirection> direction_from_name(const std::string& name) {
+  for (ConvDirection d : {ConvDirection::Forward, ConvDirection::BackwardData, ConvDirection::BackwardFilter})
+    if (name == conv_direction_name(d)) return d;
+  return std::nullopt;
+}
+
+// The device ordinal in a key, or -1 if the field is missing or not a number.
+int key_device(const std::string& key) {
+  const std::string text = key_field(key, "dev");
+  if (text.empty() || text.size() > 9 || text.find_first_not_of("0123456789") != std::string::npos) return -1;
+  return std::stoi(text);
+}
+
+bool known_math_type(int value) {
+  return value == CUDNN_DEFAULT_MATH || value == CUDNN_TENSOR_OP_MATH ||
+         value == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION || value == CUDNN_FMA_MATH;
+}
+
+}  // namespace
+
+const char* conv_direction_name(ConvDirection direction) {
+  switch (direction) {
+    case ConvDirection::Forward: return "fwd";
+    case ConvDirection::BackwardData: return "bwd_data";
+    case ConvDirection::BackwardFilter: return "bwd_filter";
+  }
+  return "?";
+}
+
+int conv_algo_count(ConvDirection direction) {
+  switch (direction) {
+    case ConvDirection::Forward: return CUDNN_CONVOLUTION_FWD_ALGO_COUNT;
+    case ConvDirection::BackwardData: return CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT;
+    case ConvDirection::BackwardFilter: return CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT;
+  }
+  return 0;
+}
+
+std::string conv_algo_name(ConvDirection direction, int algo) {
+  static const char* const fwd[] = {"IMPLICIT_GEMM", "IMPLICIT_PRECOMP_GEMM", "GEMM", "DIRECT",
+                                    "FFT", "FFT_TILING", "WINOGRAD", "WINOGRAD_NONFUSED"};
+  static const char* const bwd_data[] = {"0", "1", "FFT", "FFT_TILING", "WINOGRAD", "WINOGRAD_NONFUSED"};
+  static const char* const bwd_filter[] = {"0", "1", "FFT", "3", "WINOGRAD", "WINOGRAD_NONFUSED", "FFT_TILING"};
+  static_assert(sizeof(fwd) / sizeof(*fwd) == CUDNN_CONVOLUTION_FWD_ALGO_COUNT, "forward algorithm names");
+  static_assert(sizeof(bwd_data) / sizeof(*bwd_data) == CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, "bwd data names");
+  static_assert(sizeof(bwd_filter) / sizeof(*bwd_filter) == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
+                "bwd filter names");
+  if (algo < 0 || algo >= conv_algo_count(direction))
+    return std::string("algorithm ") + std::to_string(algo) + " (out of range)";
+  switch (direction) {
+    case ConvDirection::Forward: return std::string("CUDNN_CONVOLUTION_FWD_ALGO_") + fwd[algo];
+    case ConvDirection::BackwardData: return std::string("CUDNN_CONVOLUTION_BWD_DATA_ALGO_") + bwd_data[algo];
+    case ConvDirection::BackwardFilter: return std::string("CUDNN_CONVOLUTION_BWD_FILTER_ALGO_") + bwd_filter[algo];
+  }
+  return "?";
+}
+
+std::string conv_algo_key(const ConvProblem& p) {
+  std::ostringstream key;
+  key << "conv|dev=" << p.device << "|dir=" << conv_direction_name(p.direction) << "|dtype=" << dtype_name(p.dtype)
+      << "|compute=" << data_type_name(cudnn_compute_type(p.dtype)) << "|x=" << layout(p.x) << "|w=" << layout(p.w)
+      << "|y=" << layout(p.y) << "|pad=" << join(p.padding) << "|stride=" << join(p.stride)
+      << "|dil=" << join(p.dilation) << "|group=" << p.group << "|mode=" << (p.mode == 0 ? "conv" : "xcorr")
+      << "|tf32=" << (p.allow_tf32 ? 1 : 0) << "|policy=" << algo_policy_name(p.policy)
+      << "|deterministic=" << (p.policy == AlgoPolicy::Deterministic ? 1 : 0) << "|ws=" << p.workspace_limit;
+  return key.str();
+}
+
+std::string cuda_device_signature(int device) {
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+    cudaGetLastError();
+    return "";
+  }
+  return std::string(prop.name) + "|sm_" + std::to_string(prop.major) + std::to_string(prop.minor);
+}
+
+// ---- AlgoCache ----
+
+AlgoCache::AlgoCache(std::size_t capacity) : capacity_(capacity) {}
+
+std::optional<std::vector<AlgoCandidate>> AlgoCache::find(const std::string& key) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = index_.find(key);
+  if (it == index_.end()) {
+    ++misses_;
+    return std::nullopt;
+  }
+  ++hits_;
+  lru_.splice(lru_.begin(), lru_, it->second);
+  return it->second->second;
+}
+
+std::optional<std::vector<AlgoCandidate>> AlgoCache::peek(const std::string& key) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = index_.find(key);
+  if (it == index_.end()) return std::nullopt;
+  return it->second->second;
+}
+
+void AlgoCache::insert(const std::string& key, std::vector<AlgoCandidate> candidates) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = index_.find(key);
+  if (it != index_.end()) {
+    it->second->second = std::move(candidates);
+    lru_.splice(lru_.begin(), lru_, it->second);
+    return;
+  }
+  lru_.emplace_front(key, std::move(candidates));
+  index_[key] = lru_.begin();
+  evict_locked();
+}
+
+void AlgoCache::erase(const std::string& key) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = index_.find(key);
+  if (it == index_.end()) return;
+  lru_.erase(it->second);
+  index_.erase(it);
+}
+
+void AlgoCache::evict_locked() {
+  while (lru_.size() > capacity_) {
+    index_.erase(lru_.back().first);
+    lru_.pop_back();
+    ++evictions_;
+  }
+}
+
+void AlgoCache::clear() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  lru_.clear();
+  index_.clear();
+  hits_ = misses_ = evictions_ = 0;
+}
+
+void AlgoCache::set_capacity(std::size_t capacity) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  capacity_ = capacity;
+  evict_locked();
+}
+
+AlgoCacheStats AlgoCache::stats() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return AlgoCacheStats{hits_, misses_, evictions_, lru_.size(), capacity_};
+}
+
+std::vector<std::string> AlgoCache::keys() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<std::string> out;
+  for (const Entry& e : lru_) out.push_back(e.first);
+  return out;
+}
+
+// File format (text, one record per line):
+//   # knetcnn convolution algorithm cache v1
+//   cudnn <cudnnGetVersion()>
+//   device <ordinal> <name>|sm_<major><minor>        (one per ordinal the entries use)
+//   entry <key> <algo>:<math type>:<workspace bytes>[,<algo>:<math type>:<workspace bytes>...]
+// Entries are written from most to least recently used.
+std::size_t AlgoCache::save(const std::string& path, std::size_t cudnn_version, const DeviceSignature& signature) const {
+  std::vector<Entry> entries;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    entries.assign(lru_.begin(), lru_.end());
+  }
+  std::map<int, std::string> devices;
+  for (const Entry& e : entries) {
+    const int device = key_device(e.first);
+    if (!devices.count(device)) devices[device] = signature(device);
+  }
+  const std::string temporary = path + ".tmp";
+  {
+    std::ofstream out(temporary, std::ios::trunc);
+    if (!out) throw value_error("save_cache: cannot write '" + path + "'");
+    out << kFileMagic << "\n" << "cudnn " << cudnn_version << "\n";
+    for (const auto& [device, name] : devices) out << "device " << device << " " << name << "\n";
+    for (const Entry& e : entries) {
+      out << "entry " << e.first << " ";
+      for (std::size_t i = 0; i < e.second.size(); ++i)
+        out << (i ? "," : "") << e.second[i].algo << ":" << static_cast<int>(e.second[i].math_type) << ":"
+            << e.second[i].workspace;
+      out << "\n";
+    }
+    out.flush();
+    if (!out) throw value_error("save_cache: writing '" + path + "' failed");
+  }
+  // Replace the file in one step, so that a reader never sees half of it.
+  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
+    std::remove(temporary.c_str());
+    throw value_error("save_cache: cannot replace '" + path + "'");
+  }
+  return entries.size();
+}
+
+AlgoCacheLoadReport AlgoCache::load(const std::string& path, std::size_t cudnn_version,
+                                    const DeviceSignature& signature) {
+  std::ifstream in(path);
+  if (!in) throw value_error("load_cache: cannot read '" + path + "'");
+  auto bad = [&](int line_number, const std::string& why) {
+    return value_error("load_cache: '" + path + "' line " + std::to_string(line_number) + ": " + why);
+  };
+  std::string line;
+  int number = 1;
+  if (!std::getline(in, line) || line != kFileMagic) throw bad(1, "not a knetcnn algorithm cache file");
+  std::size_t file_version = 0;
+  std::map<int, std::string> devices;
+  std::vector<Entry> entries;
+  while (std::getline(in, line)) {
+    ++number;
+    if (line.empty()) continue;
+    std::istringstream fields(line);
+    std::string tag;
+    fields >> tag;
+    if (tag == "cudnn") {
+      if (!(fields >> file_version)) throw bad(number, "the cuDNN version is not a number");
+    } else if (tag == "device") {
+      int device = -1;
+      if (!(fields >> device) || device < 0) throw bad(number, "the device ordinal is not a number");
+      std::string name;
+      std::getline(fields >> std::ws, name);
+      devices[device] = name;
+    } else if (tag == "entry") {
+      std::string key, list;
+      if (!(fields >> key >> list)) throw bad(number, "an entry needs a key and a list of algorithms");
+      const auto direction = direction_from_name(key_field(key, "dir"));
+      if (key.rfind("conv|dev=", 0) != 0 || key_device(key) < 0 || !direction) throw bad(number, "the key is not a convolution key");
+      std::vector<AlgoCandidate> candidates;
+      std::istringstream items(list);
+      std::string item;
+      while (std::getline(items, item, ',')) {
+        AlgoCandidate c;
+        int math = 0;
+        char colon1 = 0, colon2 = 0;
+        std::istringstream parts(item);
+        if (!(parts >> c.algo >> colon1 >> math >> colon2 >> c.workspace) || colon1 != ':' || colon2 != ':' ||
+            c.algo < 0 || c.algo >= conv_algo_count(*direction) || !known_math_type(math))
+          throw bad(number, "'" + item + "' is not <algorithm>:<math type>:<workspace bytes> for " +
+                                conv_direction_name(*direction));
+        c.math_type = static_cast<cudnnMathType_t>(math);
+        candidates.push_back(c);
+      }
+      if (candidates.empty()) throw bad(number, "an entry needs at least one algorithm");
+      entries.emplace_back(key, std::move(candidates));
+    } else if (tag[0] != '#') {
+      throw bad(number, "unknown record '" + tag + "'");
+    }
+  }
+  AlgoCacheLoadReport report;
+  if (file_version != cudnn_version) {
+    report.skipped = entries.size();
+    report.reason = "the file was written with cuDNN " + std::to_string(file_version) + ", this is cuDNN " +
+                    std::to_string(cudnn_version) + ": its choices may not hold";
+    return report;
+  }
+  std::map<int, bool> device_matches;
+  std::string mismatches;
+  for (const auto& [device, name] : devices) {
+    const std::string now = signature(device);
+    device_matches[device] = !now.empty() && now == name;
+    if (!device_matches[device])
+      mismatches += (mismatches.empty() ? "" : "; ") + std::string("device ") + std::to_string(device) + " was '" +
+                    name + "', is now " + (now.empty() ? std::string("absent") : "'" + now + "'");
+  }
+  // Oldest first, so that the file's most recently used entry ends up most recent here too.
+  for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
+    const int device = key_device(it->first);
+    if (!device_matches.count(device) || !device_matches[device]) {
+      ++report.skipped;
+      continue;
+    }
+    insert(it->first, it->second);
+    ++report.loaded;
+  }
+  if (report.skipped) report.reason = mismatches.empty() ? "entries name a device the file does not describe" : mismatches;
+  return report;
+}
+
+AlgoCache& algo_cache() {
+  static AlgoCache* cache = new AlgoCache();
+  return *cache;
+}
+
+}  // namespace knetcnn

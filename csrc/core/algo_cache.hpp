@@ -1,0 +1,128 @@
+// The convolution-algorithm cache: which cuDNN algorithm (and math type, and workspace size) to
+// run for one complete problem description, so that the search runs once per configuration.
+//
+// The key is a canonical text of everything that can change cuDNN's answer: device ordinal,
+// direction, data and compute types, every tensor's dims and strides as handed to cuDNN, padding,
+// stride, dilation, group count, convolution mode, math policy (allow_tf32), search policy (which
+// also says whether only deterministic algorithms qualify) and the workspace limit. (CuPy's key
+// forgot dilation, CUDA.jl's the device; see architecture.md.) The value is the ordered list of
+// candidates the search accepted: the first is run, the others are the run-time fallbacks.
+//
+// Bounded LRU, thread-safe (one mutex), with stats, clear, and save/load to a text file tied to
+// the cuDNN version and, per device ordinal, the device's name and compute capability.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <cudnn.h>
+
+#include "dtype.hpp"
+#include "exec_options.hpp"
+#include "geometry.hpp"
+
+namespace knetcnn {
+
+enum class ConvDirection { Forward, BackwardData, BackwardFilter };
+const char* conv_direction_name(ConvDirection direction);  // "fwd", "bwd_data", "bwd_filter"
+int conv_algo_count(ConvDirection direction);               // CUDNN_CONVOLUTION_*_ALGO_COUNT
+// "CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM" and so on.
+std::string conv_algo_name(ConvDirection direction, int algo);
+
+struct AlgoCandidate {
+  int algo = 0;
+  cudnnMathType_t math_type = CUDNN_DEFAULT_MATH;
+  std::size_t workspace = 0;  // bytes this algorithm needs with this math type
+  bool operator==(const AlgoCandidate& o) const {
+    return algo == o.algo && math_type == o.math_type && workspace == o.workspace;
+  }
+};
+
+// One tensor as cuDNN is given it: dims and element strides (lifted to >= 4-D, size-1 strides
+// normalized; see descriptors.hpp).
+struct TensorLayout {
+  Shape dims, strides;
+};
+
+// Everything a convolution algorithm choice depends on. Tensors are in forward terms: x the
+// input, w the filter, y the output (for backward-data the data gradient has x's layout and the
+// incoming gradient y's; for backward-filter the filter gradient has w's).
+struct ConvProblem {
+  int device = 0;
+  ConvDirection direction = ConvDirection::Forward;
+  DType dtype = DType::Float32;
+  TensorLayout x, w, y;
+  std::vector<int> padding, stride, dilation;  // lifted, as in the convolution descriptor
+  int group = 1;
+  int mode = 0;  // 0 CUDNN_CONVOLUTION, 1 CUDNN_CROSS_CORRELATION
+  bool allow_tf32 = false;
+  AlgoPolicy policy = AlgoPolicy::Heuristic;
+  std::size_t workspace_limit = 0;
+};
+
+// The canonical key text: no spaces, one field per '|'.
+std::string conv_algo_key(const ConvProblem& problem);
+
+struct AlgoCacheStats {
+  std::uint64_t hits = 0, misses = 0, evictions = 0;
+  std::size_t size = 0, capacity = 0;
+};
+
+// What load() did: how many entries it took, how many it skipped, and why.
+struct AlgoCacheLoadReport {
+  std::size_t loaded = 0, skipped = 0;
+  std::string reason;  // why entries were skipped, "" if none were
+};
+
+// Names the device behind an ordinal ("NVIDIA H100 80GB HBM3|sm_90"), "" if there is none.
+using DeviceSignature = std::function<std::string(int device)>;
+// The real one: the CUDA runtime's device name and compute capability.
+std::string cuda_device_signature(int device);
+
+class AlgoCache {
+ public:
+  explicit AlgoCache(std::size_t capacity = 1024);
+
+  // Counts a hit or a miss; a hit becomes the most recently used entry.
+  std::optional<std::vector<AlgoCandidate>> find(const std::string& key);
+  // The entry without counting or reordering anything (for inspection).
+  std::optional<std::vector<AlgoCandidate>> peek(const std::string& key) const;
+  // Inserts or replaces; evicts the least recently used entries beyond the capacity.
+  void insert(const std::string& key, std::vector<AlgoCandidate> candidates);
+  void erase(const std::string& key);
+  // Drops every entry and resets the counters.
+  void clear();
+  void set_capacity(std::size_t capacity);
+  AlgoCacheStats stats() const;
+  // Keys from most to least recently used (for tests and save()).
+  std::vector<std::string> keys() const;
+
+  // Writes every entry; returns how many. `cudnn_version` is cudnnGetVersion().
+  std::size_t save(const std::string& path, std::size_t cudnn_version, const DeviceSignature& signature) const;
+  // Reads entries written by save(). Nothing is loaded from a file of another cuDNN version;
+  // an entry is skipped where its device ordinal now names another device (or none). A file
+  // that is not a knetcnn cache, or a malformed line, is a ValueError naming the line.
+  AlgoCacheLoadReport load(const std::string& path, std::size_t cudnn_version, const DeviceSignature& signature);
+
+ private:
+  using Entry = std::pair<std::string, std::vector<AlgoCandidate>>;
+  void evict_locked();
+
+  mutable std::mutex mutex_;
+  std::list<Entry> lru_;  // front: most recently used
+  std::unordered_map<std::string, std::list<Entry>::iterator> index_;
+  std::size_t capacity_;
+  std::uint64_t hits_ = 0, misses_ = 0, evictions_ = 0;
+};
+
+// The process-wide cache the execution core uses.
+AlgoCache& algo_cache();
+
+}  // namespace knetcnn

@@ -1,0 +1,62 @@
+// Algorithm policy: which of cuDNN's convolution algorithms qualify, and the search itself.
+//
+//   heuristic      cudnnGet*Algorithm_v7 (no kernels run); cuDNN's order.
+//   benchmark      cudnnFind*AlgorithmEx with our workspace and a scratch output buffer (never the
+//                  caller's output, never the non-Ex Find that allocates its own); fastest first.
+//                  Refused while the stream captures a CUDA graph.
+//   deterministic  cudnnGet*Algorithm_v7 keeping only rows with determinism == CUDNN_DETERMINISTIC.
+// A row qualifies when its status is SUCCESS, its workspace fits the limit, it meets the policy's
+// determinism rule and its math type keeps the precision policy (fp32 without allow_tf32 takes
+// only CUDNN_FMA_MATH rows: DEFAULT and TENSOR_OP math may use TF32 on Ampere and later). Each
+// accepted row's workspace is re-queried with its math type applied. The accepted list is cached;
+// the first entry runs and the others are the run-time fallbacks.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+
+#include "algo_cache.hpp"
+#include "conv_dispatch.hpp"
+#include "device_memory.hpp"
+
+namespace knetcnn {
+
+// May an algorithm run with this math type under the precision policy?
+bool math_type_allowed(DType dtype, bool allow_tf32, cudnnMathType_t math_type);
+
+struct CandidateSelection {
+  std::vector<AlgoCandidate> accepted;
+  std::vector<std::string> rejected;  // "<algorithm> <math>: why", for the error message
+};
+
+// Pure: filters cuDNN's result rows (in cuDNN's order) by the rules above.
+CandidateSelection select_candidates(ConvDirection direction, const std::vector<PerfRecord>& results,
+                                     AlgoPolicy policy, std::size_t workspace_limit, DType dtype, bool allow_tf32);
+
+// Whether a failed execution may move on to the next cached candidate: NOT_SUPPORTED* and
+// allocation failures always (nothing ran); EXECUTION_FAILED* only when the output is being
+// overwritten (beta == 0), because a half-run kernel may have updated an accumulating output.
+bool is_fallback_status(const std::string& status_name, bool output_accumulates);
+
+struct SearchRequest {
+  ConvDirection direction = ConvDirection::Forward;
+  AlgoPolicy policy = AlgoPolicy::Heuristic;
+  DType dtype = DType::Float32;
+  bool allow_tf32 = false;
+  std::size_t workspace_limit = 0;
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  CaptureState capture = CaptureState::None;
+  std::size_t output_bytes = 0;  // the written tensor's extent: benchmark's scratch output size
+};
+
+// Runs the search for `request.policy`; throws CudnnError(CUDNN_STATUS_NOT_SUPPORTED) naming
+// every rejected row when nothing qualifies, and CudaError(cudaErrorStreamCaptureUnsupported)
+// for a benchmark search during capture. `p.output` is ignored: benchmark uses a scratch buffer.
+std::vector<AlgoCandidate> search_conv_algorithms(cudnnHandle_t handle, const SearchRequest& request,
+                                                  const ConvDescriptorRefs& d, const ConvPointers& p,
+                                                  const std::string& context);
+
+}  // namespace knetcnn

@@ -1,0 +1,166 @@
+#include "exec_common.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+#include "cudnn_check.hpp"
+#include "errors.hpp"
+#include "handle_pool.hpp"
+#include "runtime_info.hpp"
+
+namespace knetcnn {
+namespace {
+
+std::string axes(const std::vector<int64_t>& values) {
+  std::string out = "(";
+  for (std::size_t i = 0; i < values.size(); ++i) out += (i ? ", " : "") + std::to_string(values[i]);
+  return out + (values.size() == 1 ? ",)" : ")");
+}
+
+std::string number(double value) {
+  std::ostringstream out;
+  out << value;
+  return out.str();
+}
+
+std::string operands_text(const std::vector<const Operand*>& operands) {
+  std::string out;
+  for (const Operand* o : operands) {
+    out += std::string(out.empty() ? "" : " ") + o->role + " " + shape_to_string(o->shape);
+    if (!o->packed()) out += " strides " + shape_to_string(o->strides);
+  }
+  return out;
+}
+
+// Written tensors must not alias themselves: walking the axes from the smallest stride up, each
+// stride must step past everything the smaller axes reach.
+bool self_overlapping(const Shape& shape, const Shape& strides) {
+  std::vector<std::pair<int64_t, int64_t>> axes;  // (stride, size) of axes with size > 1
+  for (std::size_t i = 0; i < shape.size(); ++i)
+    if (shape[i] > 1) axes.emplace_back(strides[i], shape[i]);
+  std::sort(axes.begin(), axes.end());
+  int64_t reach = 0;  // largest offset the smaller axes address
+  for (const auto& [stride, size] : axes) {
+    if (stride <= reach) return true;
+    reach += (size - 1) * stride;
+  }
+  return false;
+}
+
+}  // namespace
+
+Scaling::Scaling(DType dtype, double alpha, double beta)
+    : is_double_(scaling_is_double(dtype)),
+      f_{static_cast<float>(alpha), static_cast<float>(beta)},
+      d_{alpha, beta} {}
+
+Scaling unit_scaling(DType dtype) { return Scaling(dtype, 1.0, 0.0); }
+
+std::size_t layout_bytes(const Shape& shape, const Shape& strides, DType dtype) {
+  int64_t last = 0;
+  for (std::size_t i = 0; i < shape.size(); ++i) last += (shape[i] - 1) * strides[i];
+  return static_cast<std::size_t>(last + 1) * dtype_size(dtype);
+}
+
+Operand make_operand(const std::string& op, const char* role, const DeviceTensor& t, const Shape& shape,
+                     bool written) {
+  Operand o;
+  o.role = role;
+  o.data = reinterpret_cast<void*>(t.data);
+  o.shape = shape;
+  check_not_null((op + ": " + role).c_str(), o.data);
+  if (t.strides.empty()) {
+    o.strides = packed_strides(shape);
+  } else {
+    if (t.strides.size() != shape.size())
+      throw value_error(op + ": " + role + " strides " + shape_to_string(t.strides) + " do not match its shape " +
+                        shape_to_string(shape) + " (one stride per axis, in elements)");
+    for (int64_t s : t.strides)
+      if (s < 0 || s > kMaxDescriptorInt)
+        throw value_error(op + ": " + role + " strides " + shape_to_string(t.strides) +
+                          ": cuDNN needs element strides in 0..2147483647; copy the array to a contiguous one");
+    o.strides = t.strides;
+  }
+  // The descriptors refuse these too, but only once a device is there: say it first.
+  const int64_t elements = element_count(shape);
+  int64_t last = 0;
+  for (std::size_t i = 0; i < shape.size(); ++i) last += (shape[i] - 1) * o.strides[i];
+  if (elements < 0 || elements > kMaxDescriptorInt || last > kMaxDescriptorInt)
+    throw value_error(op + ": " + role + " has shape " + shape_to_string(shape) + " and strides " +
+                      shape_to_string(o.strides) +
+                      ": cuDNN tensors hold and address at most 2147483647 elements; split the batch (axis 0)");
+  if (written && self_overlapping(o.shape, o.strides))
+    throw value_error(op + ": " + role + " with shape " + shape_to_string(shape) + " and strides " +
+                      shape_to_string(o.strides) +
+                      " has elements sharing memory, so it cannot receive a result; pass a contiguous array");
+  return o;
+}
+
+Operand make_filter_operand(const std::string& op, const char* role, const DeviceTensor& t, const Shape& shape) {
+  Operand o = make_operand(op, role, t, shape, false);
+  // Size-1 axes may carry any stride (nothing is addressed through them).
+  if (normalized_strides(shape, o.strides) != packed_strides(shape))
+    throw value_error(op + ": " + role + " has strides " + shape_to_string(o.strides) +
+                      ": cuDNN filters have no strides, so " + role +
+                      " must be C-contiguous; copy it to a contiguous array");
+  o.strides = packed_strides(shape);
+  return o;
+}
+
+void check_disjoint(const std::string& op, DType dtype, const Operand& written,
+                    const std::vector<const Operand*>& read) {
+  const auto begin = reinterpret_cast<std::uintptr_t>(written.data);
+  const auto end = begin + layout_bytes(written.shape, written.strides, dtype);
+  for (const Operand* r : read) {
+    const auto rb = reinterpret_cast<std::uintptr_t>(r->data);
+    const auto re = rb + layout_bytes(r->shape, r->strides, dtype);
+    if (rb < end && begin < re)
+      throw value_error(op + ": the result " + written.role + " shares memory with the input " + r->role +
+                        "; cuDNN computes out of place: pass a separate output array");
+  }
+}
+
+void check_scaling(const std::string& op, double alpha, double beta) {
+  if (!std::isfinite(alpha)) throw value_error(op + ": alpha=" + number(alpha) + ": alpha must be a finite number");
+  if (!std::isfinite(beta)) throw value_error(op + ": beta=" + number(beta) + ": beta must be a finite number");
+}
+
+std::string conv_context(const std::string& op, const ConvGeometry& g, DType dtype,
+                         const std::vector<const Operand*>& operands, double alpha, double beta,
+                         const ExecOptions& options) {
+  std::string out = op + ": " + operands_text(operands) + " " + dtype_name(dtype) + " padding=" + axes(g.padding) +
+                    " stride=" + axes(g.stride) + " dilation=" + axes(g.dilation) + " mode=" +
+                    std::to_string(g.mode) + " group=" + std::to_string(g.group);
+  if (g.transposed) out += " output_padding=" + axes(g.output_padding);
+  return out + " alpha=" + number(alpha) + " beta=" + number(beta) + " " + exec_options_to_string(options);
+}
+
+std::string pool_context(const std::string& op, const PoolGeometry& g, DType dtype,
+                         const std::vector<const Operand*>& operands, double alpha, double beta,
+                         const ExecOptions& options) {
+  return op + ": " + operands_text(operands) + " " + dtype_name(dtype) + " window=" + axes(g.window) +
+         " padding=" + axes(g.padding) + " stride=" + axes(g.stride) + " mode=" + std::to_string(g.mode) +
+         " (cuDNN pooling mode " + std::to_string(g.cudnn_mode) + ") maxpoolingNanOpt=" + std::to_string(g.nan_opt) +
+         " alpha=" + number(alpha) + " beta=" + number(beta) + " " + exec_options_to_string(options);
+}
+
+ExecScope::ExecScope(const ExecTarget& target, const std::vector<const Operand*>& operands) : target_(target) {
+  if (target.device < 0)
+    throw value_error("device=" + std::to_string(target.device) + ": the device ordinal must be >= 0");
+  require_device(target.device);
+  guard_ = std::make_unique<DeviceGuard>(target.device);
+  for (const Operand* o : operands) check_device_pointer(o->role, o->data, target.device);
+  handle_ = cudnn_handle(target.device, target.stream);
+}
+
+void transform_tensor(const ExecScope& scope, DType dtype, const Scaling& scaling, const Shape& dims,
+                      const void* x, const Shape& x_strides, void* y, const Shape& y_strides,
+                      const std::string& context) {
+  const TensorDescriptor xd("copy source", dtype, dims, x_strides);
+  const TensorDescriptor yd("copy destination", dtype, dims, y_strides);
+  KNETCNN_CUDNN_CTX(cudnnTransformTensor(scope.handle(), scaling.alpha(), xd.get(), x, scaling.beta(), yd.get(), y),
+                    context);
+}
+
+}  // namespace knetcnn

@@ -1,0 +1,105 @@
+// What every execution entry point shares: the device-array arguments, their validation (all of
+// it before any cuDNN call), alpha/beta in the type cuDNN reads, the message context, and the
+// call scope (device check, current device, cuDNN handle on the caller's stream).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+#include <cudnn.h>
+
+#include "descriptors.hpp"
+#include "device_memory.hpp"
+#include "dtype.hpp"
+#include "exec_options.hpp"
+#include "geometry.hpp"
+
+namespace knetcnn {
+
+// A device array argument: its address and element strides (empty: C-contiguous). Its shape is
+// fixed by the geometry.
+struct DeviceTensor {
+  std::uintptr_t data = 0;
+  Shape strides;
+};
+
+// Where a call runs: the arrays' device ordinal and the CUDA stream to enqueue on (0: the legacy
+// default stream).
+struct ExecTarget {
+  int device = 0;
+  cudaStream_t stream = nullptr;
+};
+
+// An argument after validation: pointer, the shape the geometry gives it, strides (never empty).
+struct Operand {
+  const char* role = "";
+  void* data = nullptr;
+  Shape shape, strides;
+  bool packed() const { return strides == packed_strides(shape); }
+};
+
+// alpha and beta as cuDNN reads them: host floats for half, bfloat16 and float data, host doubles
+// for double data (cuDNN's scaling-parameter rule; Knet passed Float16 here, which is wrong).
+class Scaling {
+ public:
+  Scaling(DType dtype, double alpha, double beta);
+  const void* alpha() const { return is_double_ ? static_cast<const void*>(&d_[0]) : &f_[0]; }
+  const void* beta() const { return is_double_ ? static_cast<const void*>(&d_[1]) : &f_[1]; }
+  bool beta_is_zero() const { return d_[1] == 0; }
+
+ private:
+  bool is_double_;
+  float f_[2];
+  double d_[2];
+};
+// 1 and 0, for internal copies.
+Scaling unit_scaling(DType dtype);
+
+// Bytes from the first to one past the last element the layout addresses.
+std::size_t layout_bytes(const Shape& shape, const Shape& strides, DType dtype);
+
+// Checks one argument: non-null, strides of the right length and >= 0, and (for a written
+// tensor) no two elements sharing an address. ValueErrors name `op` and the argument.
+Operand make_operand(const std::string& op, const char* role, const DeviceTensor& t, const Shape& shape,
+                     bool written);
+// Filters have no strides in cuDNN: w and dw must be C-contiguous.
+Operand make_filter_operand(const std::string& op, const char* role, const DeviceTensor& t, const Shape& shape);
+// The written tensor must not share memory with any read one (cuDNN computes out of place).
+void check_disjoint(const std::string& op, DType dtype, const Operand& written, const std::vector<const Operand*>& read);
+// alpha and beta must be finite.
+void check_scaling(const std::string& op, double alpha, double beta);
+
+// "conv4: w (8, 3, 3, 3) x (2, 3, 32, 32) strides (...) ... float32 padding=(1, 1) ...".
+std::string conv_context(const std::string& op, const ConvGeometry& g, DType dtype,
+                         const std::vector<const Operand*>& operands, double alpha, double beta,
+                         const ExecOptions& options);
+std::string pool_context(const std::string& op, const PoolGeometry& g, DType dtype,
+                         const std::vector<const Operand*>& operands, double alpha, double beta,
+                         const ExecOptions& options);
+
+// The device side of a call, in order: the GPU must be usable (DeviceUnavailable says why and
+// how to fix it), `device` becomes current for the scope, every pointer must be device memory on
+// it, and the thread's cuDNN handle for it is bound to the stream.
+class ExecScope {
+ public:
+  ExecScope(const ExecTarget& target, const std::vector<const Operand*>& operands);
+  cudnnHandle_t handle() const { return handle_; }
+  int device() const { return target_.device; }
+  cudaStream_t stream() const { return target_.stream; }
+
+ private:
+  ExecTarget target_;
+  std::unique_ptr<DeviceGuard> guard_;
+  cudnnHandle_t handle_ = nullptr;
+};
+
+// y = alpha * x + beta * y between two layouts of the same dims (cudnnTransformTensor).
+void transform_tensor(const ExecScope& scope, DType dtype, const Scaling& scaling, const Shape& dims,
+                      const void* x, const Shape& x_strides, void* y, const Shape& y_strides,
+                      const std::string& context);
+
+}  // namespace knetcnn

@@ -1,0 +1,24 @@
+// cuDNN handles: one per (device, thread), created lazily.
+//
+// A cuDNN handle is bound to the device that was current when cudnnCreate ran and must not be
+// used by two threads at once. Each thread therefore keeps its own handle per device. When a
+// thread exits its handles go back to a process-wide pool and a later thread reuses them, so a
+// program that starts many short-lived threads creates only as many handles as ran at once.
+// Handles are never destroyed: the pool lives for the process, because cudnnDestroy during
+// process teardown can run after the CUDA runtime has unloaded (PyTorch keeps its pool for the
+// same reason). The memory is reclaimed by the driver at exit.
+#pragma once
+
+#include <cuda_runtime_api.h>
+#include <cudnn.h>
+
+namespace knetcnn {
+
+// The calling thread's handle for `device` (the caller has made `device` current, see
+// DeviceGuard), with cudnnSetStream(stream) applied: set on every call, never assumed.
+cudnnHandle_t cudnn_handle(int device, cudaStream_t stream);
+
+// Handles created so far (in use or pooled), for tests and diagnostics.
+int cudnn_handles_created();
+
+}  // namespace knetcnn

@@ -1,0 +1,264 @@
+// The algorithm cache: complete keys, LRU bound, stats, clear, thread safety, save/load.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <set>
+#include <thread>
+
+#include <unistd.h>
+
+#include "algo_cache.hpp"
+#include "errors.hpp"
+
+using namespace knetcnn;
+
+namespace {
+
+ConvProblem base_problem() {
+  ConvProblem p;
+  p.device = 0;
+  p.direction = ConvDirection::Forward;
+  p.dtype = DType::Float32;
+  p.x = {{2, 3, 8, 8}, {192, 64, 8, 1}};
+  p.w = {{4, 3, 3, 3}, {27, 9, 3, 1}};
+  p.y = {{2, 4, 6, 6}, {144, 36, 6, 1}};
+  p.padding = {0, 0};
+  p.stride = {1, 1};
+  p.dilation = {1, 1};
+  p.group = 1;
+  p.mode = 0;
+  p.allow_tf32 = false;
+  p.policy = AlgoPolicy::Heuristic;
+  p.workspace_limit = 256 << 20;
+  return p;
+}
+
+std::vector<AlgoCandidate> candidates(int algo, std::size_t workspace = 0) {
+  return {AlgoCandidate{algo, CUDNN_FMA_MATH, workspace}, AlgoCandidate{0, CUDNN_FMA_MATH, 0}};
+}
+
+std::string temp_path(const char* name) {
+  return std::string(::testing::TempDir()) + "knetcnn_" + name + "_" + std::to_string(::getpid());
+}
+
+std::string fake_signature(int device) { return device == 0 ? "Fake GPU A|sm_90" : device == 1 ? "Fake GPU B|sm_80" : ""; }
+
+}  // namespace
+
+TEST(AlgoCacheKey, EveryFieldChangesTheKey) {
+  const ConvProblem base = base_problem();
+  const std::string key = conv_algo_key(base);
+  EXPECT_EQ(key, conv_algo_key(base_problem())) << "equal problems must give equal keys";
+  EXPECT_EQ(key.find(' '), std::string::npos) << "keys must not contain spaces (file format)";
+  std::vector<std::pair<const char*, std::function<void(ConvProblem&)>>> changes = {
+      {"device", [](ConvProblem& p) { p.device = 1; }},
+      {"direction bwd_data", [](ConvProblem& p) { p.direction = ConvDirection::BackwardData; }},
+      {"direction bwd_filter", [](ConvProblem& p) { p.direction = ConvDirection::BackwardFilter; }},
+      {"dtype", [](ConvProblem& p) { p.dtype = DType::Float64; }},
+      {"dtype half", [](ConvProblem& p) { p.dtype = DType::Float16; }},
+      {"dtype bf16", [](ConvProblem& p) { p.dtype = DType::BFloat16; }},
+      {"x dims", [](ConvProblem& p) { p.x.dims[3] = 9; }},
+      {"x strides", [](ConvProblem& p) { p.x.strides = {256, 64, 8, 1}; }},
+      {"x strides channels-last", [](ConvProblem& p) { p.x.strides = {192, 1, 24, 3}; }},
+      {"w dims", [](ConvProblem& p) { p.w.dims[0] = 5; }},
+      {"y dims", [](ConvProblem& p) { p.y.dims[2] = 7; }},
+      {"y strides", [](ConvProblem& p) { p.y.strides = {288, 36, 6, 1}; }},
+      {"padding", [](ConvProblem& p) { p.padding = {0, 1}; }},
+      {"stride", [](ConvProblem& p) { p.stride = {2, 1}; }},
+      {"dilation", [](ConvProblem& p) { p.dilation = {1, 2}; }},
+      {"group", [](ConvProblem& p) { p.group = 3; }},
+      {"mode", [](ConvProblem& p) { p.mode = 1; }},
+      {"allow_tf32", [](ConvProblem& p) { p.allow_tf32 = true; }},
+      {"policy benchmark", [](ConvProblem& p) { p.policy = AlgoPolicy::Benchmark; }},
+      {"policy deterministic", [](ConvProblem& p) { p.policy = AlgoPolicy::Deterministic; }},
+      {"workspace limit", [](ConvProblem& p) { p.workspace_limit = 0; }},
+  };
+  std::set<std::string> keys{key};
+  for (auto& [what, change] : changes) {
+    ConvProblem p = base_problem();
+    change(p);
+    const std::string changed = conv_algo_key(p);
+    EXPECT_NE(changed, key) << what << " did not change the key";
+    EXPECT_TRUE(keys.insert(changed).second) << what << " collides with another change";
+  }
+}
+
+TEST(AlgoCacheKey, NamesTheComputeTypeAndDeterminism) {
+  ConvProblem p = base_problem();
+  p.dtype = DType::Float16;
+  p.policy = AlgoPolicy::Deterministic;
+  const std::string key = conv_algo_key(p);
+  EXPECT_NE(key.find("compute=CUDNN_DATA_FLOAT"), std::string::npos) << key;
+  EXPECT_NE(key.find("deterministic=1"), std::string::npos) << key;
+  EXPECT_NE(key.find("dil=1,1"), std::string::npos) << key;
+  EXPECT_NE(key.find("dev=0"), std::string::npos) << key;
+}
+
+TEST(AlgoCache, HitsMissesAndStats) {
+  AlgoCache cache(4);
+  EXPECT_FALSE(cache.find("a").has_value());
+  cache.insert("a", candidates(1));
+  auto found = cache.find("a");
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(*found, candidates(1));
+  EXPECT_TRUE(cache.peek("a").has_value());
+  const AlgoCacheStats s = cache.stats();
+  EXPECT_EQ(s.hits, 1u);
+  EXPECT_EQ(s.misses, 1u);
+  EXPECT_EQ(s.size, 1u);
+  EXPECT_EQ(s.capacity, 4u);
+  cache.insert("a", candidates(2));  // replace
+  EXPECT_EQ(cache.find("a")->front().algo, 2);
+  EXPECT_EQ(cache.stats().size, 1u);
+  cache.erase("a");
+  EXPECT_EQ(cache.stats().size, 0u);
+}
+
+TEST(AlgoCache, LeastRecentlyUsedIsEvictedAndTheBoundHolds) {
+  AlgoCache cache(3);
+  for (const char* k : {"k1", "k2", "k3"}) cache.insert(k, candidates(1));
+  ASSERT_TRUE(cache.find("k1").has_value());  // k1 is now the most recent; k2 the least
+  cache.insert("k4", candidates(1));
+  EXPECT_FALSE(cache.peek("k2").has_value());
+  EXPECT_TRUE(cache.peek("k1").has_value());
+  EXPECT_EQ(cache.keys(), (std::vector<std::string>{"k4", "k1", "k3"}));
+  for (int i = 0; i < 100; ++i) cache.insert("n" + std::to_string(i), candidates(i % 8));
+  EXPECT_EQ(cache.stats().size, 3u);
+  EXPECT_EQ(cache.stats().evictions, 101u);
+  cache.set_capacity(1);
+  EXPECT_EQ(cache.keys(), (std::vector<std::string>{"n99"}));
+}
+
+TEST(AlgoCache, ClearDropsEntriesAndCounters) {
+  AlgoCache cache(8);
+  cache.insert("a", candidates(1));
+  cache.find("a");
+  cache.find("b");
+  cache.clear();
+  const AlgoCacheStats s = cache.stats();
+  EXPECT_EQ(s.size, 0u);
+  EXPECT_EQ(s.hits + s.misses + s.evictions, 0u);
+  EXPECT_EQ(s.capacity, 8u);
+}
+
+TEST(AlgoCache, ConcurrentInsertsAndFindsKeepItConsistent) {
+  AlgoCache cache(64);
+  constexpr int kThreads = 8, kOps = 2000;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&cache, t] {
+      for (int i = 0; i < kOps; ++i) {
+        const std::string key = "k" + std::to_string((i * 7 + t) % 100);
+        if (i % 3 == 0)
+          cache.insert(key, candidates(i % 8));
+        else
+          cache.find(key);
+      }
+    });
+  for (auto& th : threads) th.join();
+  const AlgoCacheStats s = cache.stats();
+  EXPECT_LE(s.size, 64u);
+  EXPECT_EQ(cache.keys().size(), s.size);
+  int finds = 0;
+  for (int i = 0; i < kOps; ++i) finds += (i % 3 != 0);
+  EXPECT_EQ(s.hits + s.misses, static_cast<std::uint64_t>(kThreads * finds));
+}
+
+TEST(AlgoCache, SaveLoadRoundTripKeepsOrderAndValues) {
+  AlgoCache cache(16);
+  ConvProblem p0 = base_problem(), p1 = base_problem(), p2 = base_problem();
+  p1.device = 1;
+  p2.direction = ConvDirection::BackwardFilter;
+  p2.policy = AlgoPolicy::Benchmark;
+  cache.insert(conv_algo_key(p0), candidates(1, 1024));
+  cache.insert(conv_algo_key(p1), candidates(7, 0));
+  cache.insert(conv_algo_key(p2), {AlgoCandidate{5, CUDNN_TENSOR_OP_MATH, 999}});
+  const std::string path = temp_path("roundtrip");
+  EXPECT_EQ(cache.save(path, 92800, fake_signature), 3u);
+
+  AlgoCache loaded(16);
+  const AlgoCacheLoadReport r = loaded.load(path, 92800, fake_signature);
+  EXPECT_EQ(r.loaded, 3u);
+  EXPECT_EQ(r.skipped, 0u);
+  EXPECT_EQ(r.reason, "");
+  EXPECT_EQ(loaded.keys(), cache.keys());
+  for (const std::string& k : cache.keys()) EXPECT_EQ(*loaded.peek(k), *cache.peek(k)) << k;
+  std::remove(path.c_str());
+}
+
+TEST(AlgoCache, LoadSkipsOtherCudnnVersionsAndOtherDevices) {
+  AlgoCache cache(16);
+  ConvProblem p0 = base_problem(), p1 = base_problem();
+  p1.device = 1;
+  cache.insert(conv_algo_key(p0), candidates(1));
+  cache.insert(conv_algo_key(p1), candidates(2));
+  const std::string path = temp_path("skips");
+  cache.save(path, 92800, fake_signature);
+
+  AlgoCache other_version(16);
+  const AlgoCacheLoadReport v = other_version.load(path, 91000, fake_signature);
+  EXPECT_EQ(v.loaded, 0u);
+  EXPECT_EQ(v.skipped, 2u);
+  EXPECT_NE(v.reason.find("cuDNN 92800"), std::string::npos) << v.reason;
+
+  AlgoCache swapped(16);  // device 1 is now another GPU
+  const AlgoCacheLoadReport d = swapped.load(path, 92800, [](int device) {
+    return device == 0 ? std::string("Fake GPU A|sm_90") : std::string("Fake GPU C|sm_89");
+  });
+  EXPECT_EQ(d.loaded, 1u);
+  EXPECT_EQ(d.skipped, 1u);
+  EXPECT_NE(d.reason.find("device 1"), std::string::npos) << d.reason;
+  EXPECT_TRUE(swapped.peek(conv_algo_key(p0)).has_value());
+
+  AlgoCache no_gpu(16);  // no device at all (this machine)
+  const AlgoCacheLoadReport n = no_gpu.load(path, 92800, [](int) { return std::string(); });
+  EXPECT_EQ(n.loaded, 0u);
+  EXPECT_NE(n.reason.find("absent"), std::string::npos) << n.reason;
+  std::remove(path.c_str());
+}
+
+TEST(AlgoCache, MalformedFilesAreValueErrorsNamingTheLine) {
+  const std::string path = temp_path("bad");
+  auto write = [&](const std::string& text) {
+    std::ofstream out(path);
+    out << text;
+  };
+  auto expect_error = [&](const std::string& text, const char* needle) {
+    write(text);
+    AlgoCache cache(4);
+    try {
+      cache.load(path, 92800, fake_signature);
+      FAIL() << "expected an ArgumentError for: " << text;
+    } catch (const ArgumentError& e) {
+      EXPECT_EQ(e.kind(), ArgumentError::Kind::Value);
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  const std::string head = "# knetcnn convolution algorithm cache v1\ncudnn 92800\ndevice 0 Fake GPU A|sm_90\n";
+  const std::string key = conv_algo_key(base_problem());
+  expect_error("hello\n", "line 1");
+  expect_error(head + "entry " + key + " 99:3:0\n", "line 4");           // algorithm out of range
+  expect_error(head + "entry " + key + " 1:7:0\n", "line 4");            // unknown math type
+  expect_error(head + "entry " + key + " 1-3-0\n", "line 4");            // not a:b:c
+  expect_error(head + "entry notakey 1:3:0\n", "not a convolution key");
+  expect_error(head + "bogus\n", "unknown record");
+  AlgoCache cache(4);
+  try {
+    cache.load(path + ".missing", 92800, fake_signature);
+    FAIL() << "expected an ArgumentError for a missing file";
+  } catch (const ArgumentError& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot read"), std::string::npos);
+  }
+  std::remove(path.c_str());
+}
+
+TEST(AlgoNames, EveryAlgorithmHasItsHeaderName) {
+  EXPECT_EQ(conv_algo_name(ConvDirection::Forward, 1), "CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM");
+  EXPECT_EQ(conv_algo_name(ConvDirection::BackwardData, 5), "CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED");
+  EXPECT_EQ(conv_algo_name(ConvDirection::BackwardFilter, 6), "CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING");
+  EXPECT_EQ(conv_algo_name(ConvDirection::BackwardFilter, 3), "CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3");
+  EXPECT_NE(conv_algo_name(ConvDirection::Forward, 8).find("out of range"), std::string::npos);
+  EXPECT_EQ(conv_algo_count(ConvDirection::Forward), CUDNN_CONVOLUTION_FWD_ALGO_COUNT);
+}

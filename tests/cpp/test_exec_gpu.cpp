@@ -1,0 +1,758 @@
+// GPU tier: every op against a small CPU reference written here (plain loops), each algorithm
+// policy, the workspace limit, the cache bound, the run-time fallback, threads, streams, strided
+// arrays, half precision and CUDA graph capture. Each test skips, with the reason, where no GPU
+// is usable (GTEST_SKIP), so `make test` runs unchanged on a GPU machine.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <thread>
+
+#include <cuda_runtime_api.h>
+
+#include "algo_cache.hpp"
+#include "conv_exec.hpp"
+#include "errors.hpp"
+#include "handle_pool.hpp"
+#include "pool_exec.hpp"
+#include "runtime_info.hpp"
+#include "workspace.hpp"
+
+using namespace knetcnn;
+
+#define REQUIRE_GPU()                                                     \
+  do {                                                                    \
+    const std::string reason_ = device_unavailable_reason(0);             \
+    if (!reason_.empty()) GTEST_SKIP() << "gpu tier: " << reason_;        \
+  } while (0)
+
+#define CUDA_OK(call) ASSERT_EQ((call), cudaSuccess) << #call
+
+namespace {
+
+// ---- device buffers ----
+
+template <typename T>
+class DeviceArray {
+ public:
+  explicit DeviceArray(std::size_t n) : n_(n) {
+    if (cudaMalloc(reinterpret_cast<void**>(&p_), std::max<std::size_t>(n, 1) * sizeof(T)) != cudaSuccess) throw std::runtime_error("cudaMalloc");
+    cudaMemset(p_, 0, std::max<std::size_t>(n, 1) * sizeof(T));
+  }
+  explicit DeviceArray(const std::vector<T>& host) : DeviceArray(host.size()) {
+    cudaMemcpy(p_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice);
+  }
+  ~DeviceArray() { cudaFree(p_); }
+  DeviceArray(const DeviceArray&) = delete;
+  DeviceArray& operator=(const DeviceArray&) = delete;
+  std::vector<T> get() const {
+    cudaDeviceSynchronize();
+    std::vector<T> out(n_);
+    cudaMemcpy(out.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost);
+    return out;
+  }
+  DeviceTensor t(Shape strides = {}) const { return DeviceTensor{reinterpret_cast<std::uintptr_t>(p_), std::move(strides)}; }
+
+ private:
+  T* p_ = nullptr;
+  std::size_t n_;
+};
+
+template <typename T>
+DType dtype_of();
+template <>
+DType dtype_of<float>() { return DType::Float32; }
+template <>
+DType dtype_of<double>() { return DType::Float64; }
+
+template <typename T>
+double tolerance() { return sizeof(T) == 4 ? 2e-4 : 1e-10; }
+
+std::vector<double> random_values(std::size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> u(-1.0, 1.0);
+  std::vector<double> v(n);
+  for (double& x : v) x = u(rng);
+  return v;
+}
+
+template <typename T>
+std::vector<T> cast(const std::vector<double>& v) { return std::vector<T>(v.begin(), v.end()); }
+
+template <typename T>
+void expect_close(const std::vector<T>& got, const std::vector<double>& want, double tol, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  double scale = 1;
+  for (double w : want) scale = std::max(scale, std::fabs(w));
+  int reported = 0;
+  for (std::size_t i = 0; i < got.size(); ++i)
+    if (std::fabs(static_cast<double>(got[i]) - want[i]) > tol * scale && reported++ < 5)
+      ADD_FAILURE() << what << ": element " << i << " is " << got[i] << ", want " << want[i];
+}
+
+// ---- the CPU reference (forward terms; spatial axes lifted to 3) ----
+
+struct Lifted {
+  int64_t n, c, d[3];
+};
+Lifted lift3(const Shape& s) {
+  Lifted l{s[0], s[1], {1, 1, 1}};
+  const int nd = static_cast<int>(s.size()) - 2;
+  for (int i = 0; i < nd; ++i) l.d[3 - nd + i] = s[2 + i];
+  return l;
+}
+std::vector<int64_t> lift3v(const std::vector<int64_t>& v, int64_t fill) {
+  std::vector<int64_t> out(3, fill);
+  for (std::size_t i = 0; i < v.size(); ++i) out[3 - v.size() + i] = v[i];
+  return out;
+}
+int64_t count(const Shape& s) { return element_count(s); }
+
+enum class RefDir { Forward, BackwardData, BackwardFilter };
+
+// Forward: y += alpha * conv(x, w); BackwardData: x += alpha * conv^T(y, w); BackwardFilter:
+// w += alpha * d<y, conv(x, w)>/dw. Output positions iterate over `y_shape` (for deconv4 with
+// output_padding >= stride: deconv4's x, smaller than cuDNN's forward output: the clipped
+// transposed convolution of semantics.md).
+void reference_conv(RefDir dir, const Shape& x_shape, const Shape& w_shape, const Shape& y_shape,
+                    const ConvGeometry& g, std::vector<double>& x, std::vector<double>& w, std::vector<double>& y,
+                    double alpha) {
+  const Lifted X = lift3(x_shape), Y = lift3(y_shape), W = lift3(w_shape);
+  const auto pad = lift3v(g.padding, 0), str = lift3v(g.stride, 1), dil = lift3v(g.dilation, 1);
+  const int64_t groups = g.group, cg = X.c / groups, og = Y.c / groups;
+  for (int64_t n = 0; n < Y.n; ++n)
+    for (int64_t o = 0; o < Y.c; ++o)
+      for (int64_t a = 0; a < Y.d[0]; ++a)
+        for (int64_t b = 0; b < Y.d[1]; ++b)
+          for (int64_t e = 0; e < Y.d[2]; ++e) {
+            const int64_t yi = (((n * Y.c + o) * Y.d[0] + a) * Y.d[1] + b) * Y.d[2] + e;
+            for (int64_t c = 0; c < cg; ++c) {
+              const int64_t ci = (o / og) * cg + c;
+              for (int64_t j0 = 0; j0 < W.d[0]; ++j0)
+                for (int64_t j1 = 0; j1 < W.d[1]; ++j1)
+                  for (int64_t j2 = 0; j2 < W.d[2]; ++j2) {
+                    const int64_t p0 = a * str[0] - pad[0] + j0 * dil[0], p1 = b * str[1] - pad[1] + j1 * dil[1],
+                                  p2 = e * str[2] - pad[2] + j2 * dil[2];
+                    if (p0 < 0 || p0 >= X.d[0] || p1 < 0 || p1 >= X.d[1] || p2 < 0 || p2 >= X.d[2]) continue;
+                    const int64_t k0 = g.mode == 0 ? W.d[0] - 1 - j0 : j0, k1 = g.mode == 0 ? W.d[1] - 1 - j1 : j1,
+                                  k2 = g.mode == 0 ? W.d[2] - 1 - j2 : j2;
+                    const int64_t xi = (((n * X.c + ci) * X.d[0] + p0) * X.d[1] + p1) * X.d[2] + p2;
+                    const int64_t wi = (((o * W.c + c) * W.d[0] + k0) * W.d[1] + k1) * W.d[2] + k2;
+                    switch (dir) {
+                      case RefDir::Forward: y[yi] += alpha * w[wi] * x[xi]; break;
+                      case RefDir::BackwardData: x[xi] += alpha * w[wi] * y[yi]; break;
+                      case RefDir::BackwardFilter: w[wi] += alpha * x[xi] * y[yi]; break;
+                    }
+                  }
+            }
+          }
+}
+
+// Pooling over `in_shape` -> `out_shape` with cuDNN mode `mode` (0/3 max, 1 avg incl., 2 avg excl.).
+// Forward: out = alpha * pool(in). Backward: din += alpha * pool^T(dout) (max routes to the first
+// maximal in-bounds cell of `in`).
+void reference_pool(bool backward, const Shape& in_shape, const Shape& out_shape, const PoolGeometry& g, int mode,
+                    const std::vector<double>& in, std::vector<double>& out, std::vector<double>& din,
+                    const std::vector<double>& dout, double alpha) {
+  const Lifted I = lift3(in_shape), O = lift3(out_shape);
+  const auto win = lift3v(g.window, 1), pad = lift3v(g.padding, 0), str = lift3v(g.stride, 1);
+  const double cells = static_cast<double>(win[0] * win[1] * win[2]);
+  for (int64_t n = 0; n < O.n; ++n)
+    for (int64_t c = 0; c < O.c; ++c)
+      for (int64_t a = 0; a < O.d[0]; ++a)
+        for (int64_t b = 0; b < O.d[1]; ++b)
+          for (int64_t e = 0; e < O.d[2]; ++e) {
+            const int64_t oi = (((n * O.c + c) * O.d[0] + a) * O.d[1] + b) * O.d[2] + e;
+            std::vector<int64_t> inside;
+            for (int64_t j0 = 0; j0 < win[0]; ++j0)
+              for (int64_t j1 = 0; j1 < win[1]; ++j1)
+                for (int64_t j2 = 0; j2 < win[2]; ++j2) {
+                  const int64_t p0 = a * str[0] - pad[0] + j0, p1 = b * str[1] - pad[1] + j1,
+                                p2 = e * str[2] - pad[2] + j2;
+                  if (p0 < 0 || p0 >= I.d[0] || p1 < 0 || p1 >= I.d[1] || p2 < 0 || p2 >= I.d[2]) continue;
+                  inside.push_back((((n * I.c + c) * I.d[0] + p0) * I.d[1] + p1) * I.d[2] + p2);
+                }
+            if (inside.empty()) continue;  // never for valid geometries
+            const bool max_mode = mode == 0 || mode == 3;
+            const double divisor = mode == 1 ? cells : static_cast<double>(inside.size());
+            if (max_mode) {
+              int64_t best = inside.front();
+              for (int64_t i : inside)
+                if (in[i] > in[best]) best = i;
+              if (backward)
+                din[best] += alpha * dout[oi];
+              else
+                out[oi] = alpha * in[best];
+            } else if (backward) {
+              for (int64_t i : inside) din[i] += alpha * dout[oi] / divisor;
+            } else {
+              double sum = 0;
+              for (int64_t i : inside) sum += in[i];
+              out[oi] = alpha * sum / divisor;
+            }
+          }
+}
+
+ConvOptions conv_opts(std::vector<int64_t> pad, std::vector<int64_t> stride, std::vector<int64_t> dil, int mode,
+                      int group, std::vector<int64_t> output_padding = {}) {
+  ConvOptions o;
+  o.padding = AxisArg::each(pad);
+  o.stride = AxisArg::each(stride);
+  o.dilation = AxisArg::each(dil);
+  o.output_padding = output_padding.empty() ? AxisArg::all(0) : AxisArg::each(output_padding);
+  o.mode = mode;
+  o.group = group;
+  return o;
+}
+
+struct ConvCase {
+  const char* name;
+  Shape w, x;
+  ConvOptions o;
+};
+
+std::vector<ConvCase> conv_cases() {
+  return {
+      {"2-D pad/stride/dilation, convolution", {4, 3, 3, 2}, {2, 3, 9, 8}, conv_opts({1, 0}, {2, 1}, {1, 2}, 0, 1)},
+      {"2-D cross-correlation, groups", {6, 2, 3, 3}, {1, 4, 7, 7}, conv_opts({1, 1}, {1, 1}, {1, 1}, 1, 2)},
+      {"1-D", {3, 2, 4}, {2, 2, 15}, conv_opts({2}, {3}, {1}, 0, 1)},
+      {"3-D", {2, 2, 2, 3, 2}, {1, 2, 5, 6, 4}, conv_opts({1, 0, 1}, {1, 2, 1}, {2, 1, 1}, 1, 1)},
+  };
+}
+
+std::vector<ConvCase> deconv_cases() {
+  return {
+      {"2-D stride 2, output_padding 1", {3, 2, 3, 3}, {2, 3, 4, 5}, conv_opts({1, 1}, {2, 2}, {1, 1}, 0, 1, {1, 0})},
+      {"2-D output_padding >= stride", {2, 3, 3, 3}, {1, 2, 4, 4}, conv_opts({0, 1}, {1, 1}, {3, 2}, 1, 1, {2, 1})},
+      {"1-D groups", {4, 1, 3}, {2, 4, 6}, conv_opts({0}, {2}, {1}, 0, 2, {1})},
+      {"3-D output_padding >= stride", {2, 1, 2, 2, 2}, {1, 2, 3, 2, 3}, conv_opts({0, 0, 1}, {1, 2, 1}, {3, 1, 2}, 0, 1, {2, 0, 1})},
+  };
+}
+
+ExecOptions policy(AlgoPolicy algo, std::optional<std::size_t> limit = std::nullopt) {
+  ExecOptions o;
+  o.algo = algo;
+  o.workspace_limit = limit;
+  return o;
+}
+
+// ---- per-op checks, shared by several tests ----
+
+template <typename T>
+void check_conv_family(const ConvCase& c, const ExecOptions& options, cudaStream_t stream) {
+  const ConvGeometry g = conv4_geometry("conv4", c.w, c.x, c.o);
+  const double alpha = 1.5;
+  std::vector<double> w = random_values(count(g.filter), 1), x = random_values(count(g.input), 2),
+                      dy = random_values(count(g.output), 3);
+  DeviceArray<T> dw_(cast<T>(w)), dx_(cast<T>(x)), ddy(cast<T>(dy));
+  const ExecTarget target{0, stream};
+  const double tol = tolerance<T>();
+  {  // conv4
+    std::vector<double> want(count(g.output), 0.0);
+    reference_conv(RefDir::Forward, g.input, g.filter, g.output, g, x, w, want, alpha);
+    DeviceArray<T> y(count(g.output));
+    conv4_exec(g, dtype_of<T>(), dw_.t(), dx_.t(), y.t(), alpha, 0, target, options);
+    expect_close(y.get(), want, tol, std::string("conv4 ") + c.name);
+  }
+  {  // conv4x with beta: out = alpha * conv^T(dy) + 0.5 * out
+    std::vector<double> want(count(g.input), 0.0), start = random_values(count(g.input), 4);
+    reference_conv(RefDir::BackwardData, g.input, g.filter, g.output, g, want, w, dy, alpha);
+    for (std::size_t i = 0; i < want.size(); ++i) want[i] += 0.5 * start[i];
+    DeviceArray<T> out(cast<T>(start));
+    conv4x_exec(g, dtype_of<T>(), dw_.t(), ddy.t(), out.t(), alpha, 0.5, target, options);
+    expect_close(out.get(), want, tol, std::string("conv4x ") + c.name);
+  }
+  {  // conv4w
+    std::vector<double> want(count(g.filter), 0.0);
+    reference_conv(RefDir::BackwardFilter, g.input, g.filter, g.output, g, x, want, dy, alpha);
+    DeviceArray<T> out(count(g.filter));
+    conv4w_exec(g, dtype_of<T>(), dx_.t(), ddy.t(), out.t(), alpha, 0, target, options);
+    expect_close(out.get(), want, tol, std::string("conv4w ") + c.name);
+  }
+}
+
+template <typename T>
+void check_deconv_family(const ConvCase& c, const ExecOptions& options) {
+  const ConvGeometry g = deconv4_geometry("deconv4", c.w, c.x, c.o);
+  const double alpha = 0.75;
+  // Forward terms: g.input = deconv4's result, g.output = deconv4's x.
+  std::vector<double> w = random_values(count(g.filter), 5), x = random_values(count(g.output), 6),
+                      dy = random_values(count(g.input), 7);
+  DeviceArray<T> dw_(cast<T>(w)), dx_(cast<T>(x)), ddy(cast<T>(dy));
+  const ExecTarget target{0, nullptr};
+  const double tol = tolerance<T>();
+  {  // deconv4(w, x) = conv^T(x)
+    std::vector<double> want(count(g.input), 0.0), xx = x;
+    reference_conv(RefDir::BackwardData, g.input, g.filter, g.output, g, want, w, xx, alpha);
+    DeviceArray<T> y(count(g.input));
+    deconv4_exec(g, dtype_of<T>(), dw_.t(), dx_.t(), y.t(), alpha, 0, target, options);
+    expect_close(y.get(), want, tol, std::string("deconv4 ") + c.name);
+  }
+  {  // deconv4w(w, x, dy) = conv4w(w, dy, x)
+    std::vector<double> want(count(g.filter), 0.0), xx = x;
+    reference_conv(RefDir::BackwardFilter, g.input, g.filter, g.output, g, dy, want, xx, alpha);
+    DeviceArray<T> out(count(g.filter));
+    deconv4w_exec(g, dtype_of<T>(), dx_.t(), ddy.t(), out.t(), alpha, 0, target, options);
+    expect_close(out.get(), want, tol, std::string("deconv4w ") + c.name);
+  }
+  {  // deconv4x(w, x, dy) = conv4(w, dy), with beta
+    std::vector<double> want(count(g.output), 0.0), start = random_values(count(g.output), 8), ww = w;
+    reference_conv(RefDir::Forward, g.input, g.filter, g.output, g, dy, ww, want, alpha);
+    for (std::size_t i = 0; i < want.size(); ++i) want[i] += -1.0 * start[i];
+    DeviceArray<T> out(cast<T>(start));
+    deconv4x_exec(g, dtype_of<T>(), dw_.t(), ddy.t(), out.t(), alpha, -1.0, target, options);
+    expect_close(out.get(), want, tol, std::string("deconv4x ") + c.name);
+  }
+}
+
+PoolOptions pool_opts(std::vector<int64_t> window, std::vector<int64_t> pad, std::vector<int64_t> stride, int mode) {
+  PoolOptions o;
+  o.window = AxisArg::each(window);
+  o.padding = AxisArg::each(pad);
+  o.stride = AxisArg::each(stride);
+  o.mode = mode;
+  return o;
+}
+
+template <typename T>
+void check_pool_family(const Shape& xs, const PoolOptions& o, double alpha, const ExecOptions& options) {
+  const PoolGeometry g = pool_geometry("pool", xs, o);
+  const std::string name = "mode " + std::to_string(o.mode) + " alpha " + std::to_string(alpha) + " rank " +
+                           std::to_string(xs.size() - 2);
+  std::vector<double> x = random_values(count(g.input), 11), dy = random_values(count(g.output), 12);
+  DeviceArray<T> dx_(cast<T>(x)), ddy(cast<T>(dy));
+  const ExecTarget target{0, nullptr};
+  const double tol = tolerance<T>();
+  std::vector<double> unused;
+  // pool
+  std::vector<double> y(count(g.output), 0.0);
+  reference_pool(false, g.input, g.output, g, o.mode, x, y, unused, unused, alpha);
+  DeviceArray<T> dy_pool(count(g.output));
+  pool_exec(g, dtype_of<T>(), dx_.t(), dy_pool.t(), alpha, 0, target, options);
+  expect_close(dy_pool.get(), y, tol, "pool " + name);
+  // poolx, given pool's own (scaled) output as y
+  std::vector<double> dx(count(g.input), 0.0);
+  reference_pool(true, g.input, g.output, g, o.mode, x, y, dx, dy, alpha);
+  DeviceArray<T> out(count(g.input));
+  poolx_exec(g, dtype_of<T>(), dx_.t(), dy_pool.t(), ddy.t(), out.t(), alpha, 0, target, options);
+  expect_close(out.get(), dx, tol, "poolx " + name);
+
+  // unpool over the same keywords: geometry in forward terms, input = unpool's result.
+  const PoolGeometry u = unpool_geometry("unpool", xs, o);
+  const double cells = unpool_scale(u, 1.0);
+  std::vector<double> ux = random_values(count(u.output), 13), udy = random_values(count(u.input), 14);
+  DeviceArray<T> dux(cast<T>(ux)), dudy(cast<T>(udy));
+  std::vector<double> want(count(u.input), 0.0);
+  reference_pool(true, u.input, u.output, u, u.cudnn_mode, unused, unused, want, ux, cells / alpha);
+  DeviceArray<T> uy(count(u.input));
+  unpool_exec(u, dtype_of<T>(), dux.t(), uy.t(), alpha, 0, target, options);
+  expect_close(uy.get(), want, tol, "unpool " + name);
+  std::vector<double> wantx(count(u.output), 0.0);
+  reference_pool(false, u.input, u.output, u, u.cudnn_mode, udy, wantx, unused, unused, cells / alpha);
+  DeviceArray<T> ux_out(count(u.output));
+  unpoolx_exec(u, dtype_of<T>(), dudy.t(), ux_out.t(), alpha, 0, target, options);
+  expect_close(ux_out.get(), wantx, tol, "unpoolx " + name);
+}
+
+std::string conv_key(const char* op, const ConvGeometry& g, DType dtype, const ExecOptions& options) {
+  return plan_conv(op, g, dtype, options, 0, resolve_workspace_limit(0, options.workspace_limit)).key;
+}
+
+}  // namespace
+
+TEST(GpuConv, Conv4FamilyMatchesReferenceFloatAndDouble) {
+  REQUIRE_GPU();
+  for (const ConvCase& c : conv_cases()) {
+    check_conv_family<float>(c, ExecOptions{}, nullptr);
+    check_conv_family<double>(c, ExecOptions{}, nullptr);
+  }
+}
+
+TEST(GpuConv, Deconv4FamilyMatchesReferenceIncludingOutputPaddingBeyondStride) {
+  REQUIRE_GPU();
+  for (const ConvCase& c : deconv_cases()) {
+    check_deconv_family<float>(c, ExecOptions{});
+    check_deconv_family<double>(c, ExecOptions{});
+  }
+}
+
+TEST(GpuPool, EveryModeAndScalingMatchesReference) {
+  REQUIRE_GPU();
+  for (int mode = 0; mode < 4; ++mode)
+    for (double alpha : {1.0, 2.0, 0.5}) {
+      check_pool_family<float>({2, 3, 7, 6}, pool_opts({3, 2}, {1, 0}, {2, 2}, mode), alpha, ExecOptions{});
+      check_pool_family<double>({1, 2, 9}, pool_opts({3}, {1}, {2}, mode), alpha, ExecOptions{});
+      check_pool_family<float>({1, 2, 4, 5, 4}, pool_opts({2, 2, 2}, {0, 1, 0}, {2, 2, 2}, mode), alpha,
+                               ExecOptions{});
+    }
+}
+
+TEST(GpuPolicy, EveryPolicyMatchesReference) {
+  REQUIRE_GPU();
+  for (AlgoPolicy p : {AlgoPolicy::Heuristic, AlgoPolicy::Benchmark, AlgoPolicy::Deterministic}) {
+    check_conv_family<float>(conv_cases()[0], policy(p), nullptr);
+    check_deconv_family<double>(deconv_cases()[1], policy(p));
+    check_pool_family<float>({2, 3, 7, 6}, pool_opts({3, 3}, {1, 1}, {2, 2}, 0), 1.0, policy(p));
+  }
+}
+
+TEST(GpuPolicy, DeterministicRepeatsAreBitIdentical) {
+  REQUIRE_GPU();
+  // Backward-filter and max-pool backward are where cuDNN's fast algorithms use atomics.
+  const ConvGeometry g = conv4_geometry("conv4", {16, 8, 3, 3}, {8, 8, 32, 32}, conv_opts({1, 1}, {1, 1}, {1, 1}, 0, 1));
+  DeviceArray<float> x(cast<float>(random_values(count(g.input), 21))),
+      dy(cast<float>(random_values(count(g.output), 22)));
+  const ExecOptions det = policy(AlgoPolicy::Deterministic);
+  std::vector<std::vector<float>> runs;
+  for (int i = 0; i < 3; ++i) {
+    DeviceArray<float> dw(count(g.filter));
+    conv4w_exec(g, DType::Float32, x.t(), dy.t(), dw.t(), 1, 0, ExecTarget{}, det);
+    runs.push_back(dw.get());
+  }
+  EXPECT_EQ(std::memcmp(runs[0].data(), runs[1].data(), runs[0].size() * 4), 0);
+  EXPECT_EQ(std::memcmp(runs[0].data(), runs[2].data(), runs[0].size() * 4), 0);
+
+  const PoolGeometry pg = pool_geometry("pool", {4, 8, 16, 16}, pool_opts({3, 3}, {1, 1}, {1, 1}, 0));
+  DeviceArray<float> px(cast<float>(random_values(count(pg.input), 23))), py(count(pg.output)),
+      pdy(cast<float>(random_values(count(pg.output), 24)));
+  pool_exec(pg, DType::Float32, px.t(), py.t(), 1, 0, ExecTarget{}, det);
+  std::vector<std::vector<float>> pruns;
+  for (int i = 0; i < 3; ++i) {
+    DeviceArray<float> pdx(count(pg.input));
+    poolx_exec(pg, DType::Float32, px.t(), py.t(), pdy.t(), pdx.t(), 1, 0, ExecTarget{}, det);
+    pruns.push_back(pdx.get());
+  }
+  EXPECT_EQ(std::memcmp(pruns[0].data(), pruns[1].data(), pruns[0].size() * 4), 0);
+  EXPECT_EQ(std::memcmp(pruns[0].data(), pruns[2].data(), pruns[0].size() * 4), 0);
+}
+
+TEST(GpuPolicy, BenchmarkSearchesOnceThenHitsTheCache) {
+  REQUIRE_GPU();
+  const ConvGeometry g = conv4_geometry("conv4", {8, 4, 3, 3}, {2, 4, 12, 12}, conv_opts({1, 1}, {1, 1}, {1, 1}, 0, 1));
+  const ExecOptions bench = policy(AlgoPolicy::Benchmark);
+  DeviceArray<float> w(cast<float>(random_values(count(g.filter), 31))),
+      x(cast<float>(random_values(count(g.input), 32))), y(count(g.output));
+  conv4_exec(g, DType::Float32, w.t(), x.t(), y.t(), 1, 0, ExecTarget{}, bench);
+  const std::string key = conv_key("conv4", g, DType::Float32, bench);
+  ASSERT_TRUE(algo_cache().peek(key).has_value()) << key;
+  const AlgoCacheStats before = algo_cache().stats();
+  conv4_exec(g, DType::Float32, w.t(), x.t(), y.t(), 1, 0, ExecTarget{}, bench);
+  EXPECT_EQ(algo_cache().stats().hits, before.hits + 1);
+  EXPECT_EQ(algo_cache().stats().misses, before.misses);
+  for (const AlgoCandidate& c : *algo_cache().peek(key)) EXPECT_EQ(c.math_type, CUDNN_FMA_MATH);  // no TF32
+}
+
+TEST(GpuWorkspace, LimitIsRespected) {
+  REQUIRE_GPU();
+  const ConvGeometry g = conv4_geometry("conv4", {16, 8, 5, 5}, {4, 8, 32, 32}, conv_opts({2, 2}, {1, 1}, {1, 1}, 0, 1));
+  DeviceArray<float> w(cast<float>(random_values(count(g.filter), 41))),
+      x(cast<float>(random_values(count(g.input), 42))), y(count(g.output)),
+      dy(cast<float>(random_values(count(g.output), 43))), dx(count(g.input)), dw(count(g.filter));
+  for (std::size_t limit : {std::size_t{0}, std::size_t{64} << 10}) {
+    for (AlgoPolicy p : {AlgoPolicy::Heuristic, AlgoPolicy::Benchmark}) {
+      const ExecOptions o = policy(p, limit);
+      conv4_exec(g, DType::Float32, w.t(), x.t(), y.t(), 1, 0, ExecTarget{}, o);
+      conv4x_exec(g, DType::Float32, w.t(), dy.t(), dx.t(), 1, 0, ExecTarget{}, o);
+      conv4w_exec(g, DType::Float32, x.t(), dy.t(), dw.t(), 1, 0, ExecTarget{}, o);
+      for (const char* op : {"conv4", "conv4x", "conv4w"}) {
+        const auto entry = algo_cache().peek(conv_key(op, g, DType::Float32, o));
+        ASSERT_TRUE(entry.has_value()) << op;
+        for (const AlgoCandidate& c : *entry) EXPECT_LE(c.workspace, limit) << op << " " << c.algo;
+      }
+    }
+  }
+  check_conv_family<float>(conv_cases()[0], policy(AlgoPolicy::Heuristic, 0), nullptr);
+}
+
+TEST(GpuCache, BoundHoldsAndClearFreesWorkspaces) {
+  REQUIRE_GPU();
+  const std::size_t old_capacity = algo_cache().stats().capacity;
+  algo_cache().clear();
+  algo_cache().set_capacity(2);
+  DeviceArray<float> w(4 * 3 * 3 * 3), x(2 * 3 * 16 * 16), y(2 * 4 * 16 * 16);
+  for (int pad = 0; pad < 4; ++pad) {
+    const ConvGeometry g = conv4_geometry("conv4", {4, 3, 3, 3}, {2, 3, 14 + pad, 14}, conv_opts({1, 1}, {1, 1}, {1, 1}, 0, 1));
+    conv4_exec(g, DType::Float32, w.t(), x.t(), y.t(), 1, 0, ExecTarget{}, ExecOptions{});
+  }
+  EXPECT_EQ(algo_cache().stats().size, 2u);
+  EXPECT_GE(algo_cache().stats().evictions, 2u);
+  algo_cache().set_capacity(old_capacity);
+  release_workspaces();
+  EXPECT_EQ(workspace_stats().bytes, 0u);
+}
+
+TEST(GpuFallback, AFailingCachedCandidateFallsBackAndIsDropped) {
+  REQUIRE_GPU();
+  // CUDNN_CONVOLUTION_FWD_ALGO_DIRECT and CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD are listed
+  // by cuDNN but not implemented: planted first, they must fail (NOT_SUPPORTED) and fall back.
+  const ConvCase c = conv_cases()[0];
+  const ConvGeometry g = conv4_geometry("conv4", c.w, c.x, c.o);
+  const ExecOptions o;
+  const std::string fwd = conv_key("conv4", g, DType::Float32, o), bwd = conv_key("conv4w", g, DType::Float32, o);
+  algo_cache().insert(fwd, {AlgoCandidate{CUDNN_CONVOLUTION_FWD_ALGO_DIRECT, CUDNN_FMA_MATH, 0},
+                            AlgoCandidate{CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, CUDNN_FMA_MATH, 0}});
+  algo_cache().insert(bwd, {AlgoCandidate{CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD, CUDNN_FMA_MATH, 0},
+                            AlgoCandidate{CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, CUDNN_FMA_MATH, 0}});
+  check_conv_family<float>(c, o, nullptr);
+  ASSERT_TRUE(algo_cache().peek(fwd).has_value());
+  EXPECT_EQ(algo_cache().peek(fwd)->front().algo, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM);
+  EXPECT_EQ(algo_cache().peek(fwd)->size(), 1u);
+  EXPECT_EQ(algo_cache().peek(bwd)->front().algo, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1);
+  // A cached list where nothing works is stale: it is dropped and the search runs again.
+  algo_cache().insert(fwd, {AlgoCandidate{CUDNN_CONVOLUTION_FWD_ALGO_DIRECT, CUDNN_FMA_MATH, 0}});
+  check_conv_family<float>(c, o, nullptr);
+  ASSERT_TRUE(algo_cache().peek(fwd).has_value());
+  EXPECT_NE(algo_cache().peek(fwd)->front().algo, CUDNN_CONVOLUTION_FWD_ALGO_DIRECT);
+}
+
+TEST(GpuThreads, SeveralThreadsOnTheirOwnStreams) {
+  REQUIRE_GPU();
+  std::vector<std::thread> threads;
+  std::vector<std::string> failures(4);
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([t, &failures] {
+      cudaStream_t stream = nullptr;
+      cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
+      const ConvCase c = conv_cases()[t % 2];
+      const ConvGeometry g = conv4_geometry("conv4", c.w, c.x, c.o);
+      std::vector<double> w = random_values(count(g.filter), 50 + t), x = random_values(count(g.input), 60 + t);
+      std::vector<double> want(count(g.output), 0.0);
+      reference_conv(RefDir::Forward, g.input, g.filter, g.output, g, x, w, want, 1.0);
+      DeviceArray<float> dw(cast<float>(w)), dx(cast<float>(x)), y(count(g.output));
+      for (int i = 0; i < 20; ++i) {
+        try {
+          conv4_exec(g, DType::Float32, dw.t(), dx.t(), y.t(), 1, 0, ExecTarget{0, stream},
+                     policy(i % 2 ? AlgoPolicy::Heuristic : AlgoPolicy::Deterministic));
+        } catch (const std::exception& e) {
+          failures[t] = e.what();
+          break;
+        }
+      }
+      cudaStreamSynchronize(stream);
+      const std::vector<float> got = y.get();
+      for (std::size_t i = 0; i < got.size() && failures[t].empty(); ++i)
+        if (std::fabs(got[i] - want[i]) > 1e-3) failures[t] = "thread " + std::to_string(t) + " wrong result";
+      cudaStreamDestroy(stream);
+    });
+  for (auto& th : threads) th.join();
+  for (const std::string& f : failures) EXPECT_EQ(f, "");
+  EXPECT_GE(cudnn_handles_created(), 1);
+}
+
+TEST(GpuStreams, NonDefaultStreamAndStridedArrays) {
+  REQUIRE_GPU();
+  cudaStream_t stream = nullptr;
+  CUDA_OK(cudaStreamCreate(&stream));
+  check_conv_family<float>(conv_cases()[1], ExecOptions{}, stream);
+  // x stored with a row pitch of 12 (not 8) and y written every other element in W: strided
+  // convolution input; pooling input/output with innermost stride 2 (copied through temporaries).
+  const ConvGeometry g = conv4_geometry("conv4", {2, 3, 3, 3}, {2, 3, 6, 8}, conv_opts({1, 1}, {1, 1}, {1, 1}, 1, 1));
+  std::vector<double> w = random_values(count(g.filter), 71), x = random_values(count(g.input), 72);
+  std::vector<double> padded(2 * 3 * 6 * 12, 0.0);
+  for (int64_t i = 0; i < count(g.input); ++i) padded[(i / 8) * 12 + i % 8] = x[i];
+  std::vector<double> want(count(g.output), 0.0);
+  reference_conv(RefDir::Forward, g.input, g.filter, g.output, g, x, w, want, 1.0);
+  DeviceArray<float> dw(cast<float>(w)), dx(cast<float>(padded)), y(count(g.output) * 2);
+  const Shape y_strides{2 * 2 * 6 * 8, 2 * 6 * 8, 2 * 8, 2};
+  conv4_exec(g, DType::Float32, dw.t(), dx.t({3 * 6 * 12, 6 * 12, 12, 1}), y.t(y_strides), 1, 0,
+             ExecTarget{0, stream}, ExecOptions{});
+  std::vector<float> got = y.get(), picked;
+  for (std::size_t i = 0; i < got.size(); i += 2) picked.push_back(got[i]);
+  expect_close(picked, want, 2e-4, "conv4 with strided x and y");
+
+  const PoolGeometry pg = pool_geometry("pool", {1, 2, 4, 6}, pool_opts({2, 2}, {0, 0}, {2, 2}, 1));
+  std::vector<double> px = random_values(count(pg.input), 73), spread(count(pg.input) * 2, 0.0);
+  for (int64_t i = 0; i < count(pg.input); ++i) spread[2 * i] = px[i];
+  std::vector<double> pwant(count(pg.output), 0.0), unused;
+  reference_pool(false, pg.input, pg.output, pg, 1, px, pwant, unused, unused, 1.0);
+  DeviceArray<float> dpx(cast<float>(spread)), dpy(count(pg.output) * 2);
+  pool_exec(pg, DType::Float32, dpx.t({96, 48, 12, 2}), dpy.t({24, 12, 6, 2}), 1, 0, ExecTarget{0, stream},
+            ExecOptions{});
+  std::vector<float> pgot = dpy.get(), ppicked;
+  for (std::size_t i = 0; i < pgot.size(); i += 2) ppicked.push_back(pgot[i]);
+  expect_close(ppicked, pwant, 2e-4, "pool with innermost stride 2");
+  // poolx with y packed but dy (and dx) stored with a row pitch of 5: cudnnPoolingBackward needs
+  // y/dy and x/dx pairwise in one layout, so they go through packed copies.
+  const PoolGeometry mg = pool_geometry("pool", {1, 2, 4, 6}, pool_opts({2, 2}, {0, 0}, {2, 2}, 0));
+  std::vector<double> mx = random_values(count(mg.input), 74), mdy = random_values(count(mg.output), 75);
+  std::vector<double> my(count(mg.output), 0.0), mdx(count(mg.input), 0.0);
+  reference_pool(false, mg.input, mg.output, mg, 0, mx, my, unused, unused, 1.0);
+  reference_pool(true, mg.input, mg.output, mg, 0, mx, my, mdx, mdy, 1.0);
+  std::vector<double> pitched_dy(2 * 2 * 5, 0.0);
+  for (int64_t i = 0; i < count(mg.output); ++i) pitched_dy[(i / 3) * 5 + i % 3] = mdy[i];
+  DeviceArray<float> dmx(cast<float>(mx)), dmy(cast<float>(my)), dmdy(cast<float>(pitched_dy)),
+      dmdx(2 * 4 * 8);
+  // dx with a row pitch of 8 (x is packed, pitch 6).
+  poolx_exec(mg, DType::Float32, dmx.t(), dmy.t(), dmdy.t({20, 10, 5, 1}), dmdx.t({64, 32, 8, 1}), 1, 0,
+             ExecTarget{0, stream}, ExecOptions{});
+  const std::vector<float> pitched_dx = dmdx.get();
+  std::vector<float> mgot;
+  for (int64_t i = 0; i < count(mg.input); ++i) mgot.push_back(pitched_dx[(i / 6) * 8 + i % 6]);
+  expect_close(mgot, mdx, 2e-4, "poolx with dy and dx in other layouts than y and x");
+  CUDA_OK(cudaStreamSynchronize(stream));
+  CUDA_OK(cudaStreamDestroy(stream));
+}
+
+namespace {
+
+uint16_t to_half(float f) {  // round to nearest even; normal range only (test data is in [-1, 1])
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  const uint32_t sign = (b >> 16) & 0x8000;
+  const int32_t exponent = static_cast<int32_t>((b >> 23) & 0xff) - 127 + 15;
+  uint32_t mantissa = b & 0x7fffff;
+  if (exponent <= 0) return static_cast<uint16_t>(sign);
+  uint32_t h = sign | (static_cast<uint32_t>(exponent) << 10) | (mantissa >> 13);
+  const uint32_t rest = mantissa & 0x1fff;
+  if (rest > 0x1000 || (rest == 0x1000 && (h & 1))) ++h;
+  return static_cast<uint16_t>(h);
+}
+float from_half(uint16_t h) {
+  const uint32_t sign = (h & 0x8000u) << 16, exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
+  if (exponent == 0) return sign ? -0.0f : 0.0f;
+  const uint32_t b = sign | ((exponent - 15 + 127) << 23) | (mantissa << 13);
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+uint16_t to_bf16(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  b += 0x7fff + ((b >> 16) & 1);
+  return static_cast<uint16_t>(b >> 16);
+}
+float from_bf16(uint16_t h) {
+  const uint32_t b = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+
+}  // namespace
+
+TEST(GpuHalf, Float16AndBfloat16ConvAndPoolMatchReference) {
+  REQUIRE_GPU();
+  for (DType dtype : {DType::Float16, DType::BFloat16}) {
+    auto encode = [&](const std::vector<double>& v) {
+      std::vector<uint16_t> out;
+      for (double d : v) out.push_back(dtype == DType::Float16 ? to_half(static_cast<float>(d)) : to_bf16(static_cast<float>(d)));
+      return out;
+    };
+    auto decode = [&](const std::vector<uint16_t>& v) {
+      std::vector<float> out;
+      for (uint16_t h : v) out.push_back(dtype == DType::Float16 ? from_half(h) : from_bf16(h));
+      return out;
+    };
+    auto rounded = [&](const std::vector<double>& v) {
+      std::vector<double> out;
+      for (float f : decode(encode(v))) out.push_back(f);
+      return out;
+    };
+    const double tol = dtype == DType::Float16 ? 5e-3 : 3e-2;
+    const ConvGeometry g = conv4_geometry("conv4", {8, 4, 3, 3}, {2, 4, 9, 9}, conv_opts({1, 1}, {1, 1}, {1, 1}, 0, 1));
+    std::vector<double> w = rounded(random_values(count(g.filter), 81)), x = rounded(random_values(count(g.input), 82));
+    std::vector<double> want(count(g.output), 0.0);
+    reference_conv(RefDir::Forward, g.input, g.filter, g.output, g, x, w, want, 1.0);
+    DeviceArray<uint16_t> dw(encode(w)), dx(encode(x)), y(count(g.output));
+    conv4_exec(g, dtype, dw.t(), dx.t(), y.t(), 1, 0, ExecTarget{}, ExecOptions{});
+    expect_close(decode(y.get()), want, tol, std::string("conv4 ") + dtype_name(dtype));
+
+    const PoolGeometry pg = pool_geometry("pool", {2, 3, 6, 6}, pool_opts({2, 2}, {0, 0}, {2, 2}, 2));
+    std::vector<double> px = rounded(random_values(count(pg.input), 83)), pwant(count(pg.output), 0.0), unused;
+    reference_pool(false, pg.input, pg.output, pg, 2, px, pwant, unused, unused, 1.0);
+    DeviceArray<uint16_t> dpx(encode(px)), dpy(count(pg.output));
+    pool_exec(pg, dtype, dpx.t(), dpy.t(), 1, 0, ExecTarget{}, ExecOptions{});
+    expect_close(decode(dpy.get()), pwant, tol, std::string("pool ") + dtype_name(dtype));
+  }
+}
+
+TEST(GpuCapture, BenchmarkSearchIsRefusedButCachedChoicesRunInAGraph) {
+  REQUIRE_GPU();
+  cudaStream_t stream = nullptr;
+  CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  const ConvCase c = conv_cases()[0];
+  const ConvGeometry g = conv4_geometry("conv4", c.w, c.x, c.o);
+  std::vector<double> w = random_values(count(g.filter), 91), x = random_values(count(g.input), 92);
+  std::vector<double> want(count(g.output), 0.0);
+  reference_conv(RefDir::Forward, g.input, g.filter, g.output, g, x, w, want, 1.0);
+  DeviceArray<float> dw(cast<float>(w)), dx(cast<float>(x)), y(count(g.output));
+  const ExecOptions bench = policy(AlgoPolicy::Benchmark, std::size_t{123457});  // a key not yet cached
+
+  // 1. An uncached benchmark search during capture is refused, and the capture stays valid.
+  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  try {
+    conv4_exec(g, DType::Float32, dw.t(), dx.t(), y.t(), 1, 0, ExecTarget{0, stream}, bench);
+    ADD_FAILURE() << "benchmark search ran during capture";
+  } catch (const CudaError& e) {
+    EXPECT_EQ(e.code_name(), "cudaErrorStreamCaptureUnsupported");
+    EXPECT_NE(std::string(e.what()).find("before capturing"), std::string::npos) << e.what();
+  }
+  cudaGraph_t graph = nullptr;
+  CUDA_OK(cudaStreamEndCapture(stream, &graph));
+  if (graph) cudaGraphDestroy(graph);
+
+  // 2. Warm up outside capture, then capture the call and replay the graph.
+  conv4_exec(g, DType::Float32, dw.t(), dx.t(), y.t(), 1, 0, ExecTarget{0, stream}, bench);
+  CUDA_OK(cudaStreamSynchronize(stream));
+  CUDA_OK(cudaMemset(reinterpret_cast<void*>(y.t().data), 0, count(g.output) * sizeof(float)));
+  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  conv4_exec(g, DType::Float32, dw.t(), dx.t(), y.t(), 1, 0, ExecTarget{0, stream}, bench);
+  graph = nullptr;
+  CUDA_OK(cudaStreamEndCapture(stream, &graph));
+  cudaGraphExec_t exec = nullptr;
+  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  CUDA_OK(cudaGraphLaunch(exec, stream));
+  CUDA_OK(cudaStreamSynchronize(stream));
+  expect_close(y.get(), want, 2e-4, "conv4 replayed from a CUDA graph");
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+
+  // 3. During capture a stale cached list cannot be replaced by a benchmark search: the error
+  //    names the call, every algorithm tried and why.
+  algo_cache().insert(conv_key("conv4", g, DType::Float32, bench),
+                      {AlgoCandidate{CUDNN_CONVOLUTION_FWD_ALGO_DIRECT, CUDNN_FMA_MATH, 0}});
+  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  try {
+    conv4_exec(g, DType::Float32, dw.t(), dx.t(), y.t(), 1, 0, ExecTarget{0, stream}, bench);
+    ADD_FAILURE() << "a failing algorithm ran";
+  } catch (const CudnnError& e) {
+    const std::string message = e.what();
+    EXPECT_EQ(e.status_name().rfind("CUDNN_STATUS_NOT_SUPPORTED", 0), 0u) << message;
+    EXPECT_NE(message.find("failed with every candidate algorithm"), std::string::npos) << message;
+    EXPECT_NE(message.find("CUDNN_CONVOLUTION_FWD_ALGO_DIRECT"), std::string::npos) << message;
+    EXPECT_NE(message.find("conv4: w (4, 3, 3, 2)"), std::string::npos) << message;
+    EXPECT_NE(message.find("algo=benchmark"), std::string::npos) << message;
+  }
+  graph = nullptr;
+  cudaStreamEndCapture(stream, &graph);
+  cudaGetLastError();
+  if (graph) cudaGraphDestroy(graph);
+  CUDA_OK(cudaStreamDestroy(stream));
+}
+
+TEST(GpuErrors, HostMemoryAndMissingDevicesAreRefused) {
+  REQUIRE_GPU();
+  const ConvGeometry g = conv4_geometry("conv4", {4, 3, 3, 3}, {2, 3, 8, 8}, conv_opts({1, 1}, {1, 1}, {1, 1}, 0, 1));
+  std::vector<float> host(count(g.input));
+  DeviceArray<float> w(count(g.filter)), y(count(g.output));
+  try {
+    conv4_exec(g, DType::Float32, w.t(), DeviceTensor{reinterpret_cast<std::uintptr_t>(host.data()), {}}, y.t(), 1, 0,
+               ExecTarget{}, ExecOptions{});
+    FAIL() << "host memory was accepted";
+  } catch (const ArgumentError& e) {
+    EXPECT_NE(std::string(e.what()).find("host memory"), std::string::npos) << e.what();
+  }
+  // A device ordinal past the last one: DeviceUnavailable says so before anything runs.
+  int count_devices = 0;
+  cudaGetDeviceCount(&count_devices);
+  DeviceArray<float> x(count(g.input));
+  try {
+    conv4_exec(g, DType::Float32, w.t(), x.t(), y.t(), 1, 0, ExecTarget{count_devices, nullptr}, ExecOptions{});
+    FAIL() << "a device ordinal past the last was accepted";
+  } catch (const DeviceUnavailable& e) {
+    EXPECT_NE(std::string(e.what()).find("does not exist"), std::string::npos) << e.what();
+  }
+}

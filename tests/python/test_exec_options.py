@@ -1,0 +1,119 @@
+"""knetcnn.options: a global setter and a thread-local context manager, with validation."""
+
+import threading
+
+import pytest
+
+import knetcnn
+from knetcnn._core import core
+
+
+@pytest.fixture(autouse=True)
+def restore_options():
+    defaults, thread = core.get_default_options(), core.get_thread_options()
+    yield
+    core.set_default_options(defaults["algo"], defaults["workspace_limit"], defaults["allow_tf32"])
+    core.set_thread_options(thread)
+
+
+def test_defaults():
+    assert core.get_default_options() == {"algo": "heuristic", "workspace_limit": None, "allow_tf32": False}
+    o = knetcnn.options()
+    assert (o.algo, o.workspace_limit, o.allow_tf32) == ("heuristic", None, False)
+    assert "algo='heuristic'" in repr(o)
+
+
+def test_call_sets_the_process_wide_defaults_field_by_field():
+    knetcnn.options(algo="benchmark")
+    assert core.get_default_options() == {"algo": "benchmark", "workspace_limit": None, "allow_tf32": False}
+    knetcnn.options(workspace_limit=1 << 20, allow_tf32=True)
+    assert core.get_default_options() == {"algo": "benchmark", "workspace_limit": 1 << 20, "allow_tf32": True}
+    knetcnn.options(workspace_limit=None)
+    assert core.get_default_options()["workspace_limit"] is None
+    # Seen by other threads too.
+    seen = {}
+    t = threading.Thread(target=lambda: seen.update(core.effective_options()))
+    t.start()
+    t.join()
+    assert seen["algo"] == "benchmark"
+
+
+def test_context_manager_is_thread_local_and_restores():
+    knetcnn.options(algo="heuristic", workspace_limit=4096)
+    seen_inside_other_thread = {}
+    with knetcnn.options(algo="deterministic", allow_tf32=True) as o:
+        # The call's global change was undone on entering: the defaults are untouched ...
+        assert core.get_default_options() == {"algo": "heuristic", "workspace_limit": 4096, "allow_tf32": False}
+        # ... and this thread sees the override on top of them.
+        assert core.effective_options() == {"algo": "deterministic", "workspace_limit": 4096, "allow_tf32": True}
+        assert o.algo == "deterministic"
+        t = threading.Thread(target=lambda: seen_inside_other_thread.update(core.effective_options()))
+        t.start()
+        t.join()
+    assert seen_inside_other_thread == {"algo": "heuristic", "workspace_limit": 4096, "allow_tf32": False}
+    assert core.effective_options() == {"algo": "heuristic", "workspace_limit": 4096, "allow_tf32": False}
+    assert core.get_thread_options() == {}
+
+
+def test_nested_blocks_and_exceptions_restore_the_outer_state():
+    with knetcnn.options(algo="benchmark"):
+        with knetcnn.options(workspace_limit=0):
+            assert core.effective_options()["algo"] == "benchmark"
+            assert core.effective_options()["workspace_limit"] == 0
+            with pytest.raises(KeyError):
+                with knetcnn.options(algo="deterministic"):
+                    assert core.effective_options()["algo"] == "deterministic"
+                    raise KeyError("boom")
+            assert core.effective_options() == {"algo": "benchmark", "workspace_limit": 0, "allow_tf32": False}
+        assert core.get_thread_options() == {"algo": "benchmark"}
+    assert core.get_thread_options() == {}
+
+
+def test_override_follows_later_changes_of_the_defaults_it_does_not_set():
+    with knetcnn.options(algo="deterministic"):
+        knetcnn.options(allow_tf32=True)  # a plain call inside a block still sets the defaults
+        assert core.get_default_options()["allow_tf32"] is True
+        assert core.effective_options() == {"algo": "deterministic", "workspace_limit": None, "allow_tf32": True}
+
+
+def test_an_options_object_cannot_be_entered_twice_at_once():
+    o = knetcnn.options(algo="benchmark")
+    with o:
+        with pytest.raises(RuntimeError, match="already in use"):
+            o.__enter__()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"algo": "fastest"}, ValueError, r"algo='fastest': algo must be one of"),
+        ({"algo": 1}, TypeError, r"algo=1: algo must be a str"),
+        ({"algo": None}, TypeError, r"algo=None"),
+        ({"workspace_limit": -1}, ValueError, r"workspace_limit=-1: workspace_limit must be a number of bytes >= 0"),
+        ({"workspace_limit": 1.5}, TypeError, r"workspace_limit=1.5: workspace_limit must be an int"),
+        ({"workspace_limit": True}, TypeError, r"workspace_limit=True"),
+        ({"workspace_limit": "1GB"}, TypeError, r"workspace_limit='1GB'"),
+        ({"allow_tf32": 1}, TypeError, r"allow_tf32=1: allow_tf32 must be True or False"),
+        ({"allow_tf32": "yes"}, TypeError, r"allow_tf32='yes'"),
+    ],
+)
+def test_invalid_values_name_the_option_and_change_nothing(kwargs, error, message):
+    before = core.get_default_options()
+    with pytest.raises(error, match=message):
+        knetcnn.options(**kwargs)
+    assert core.get_default_options() == before
+    with pytest.raises(TypeError):
+        knetcnn.options(algorithm="benchmark")  # unknown keyword
+
+
+def test_numpy_integers_and_bools_are_accepted():
+    np = pytest.importorskip("numpy")
+    knetcnn.options(workspace_limit=np.int64(1 << 16), allow_tf32=np.bool_(True))
+    assert core.get_default_options() == {"algo": "heuristic", "workspace_limit": 1 << 16, "allow_tf32": True}
+
+
+def test_core_setters_validate_too():
+    with pytest.raises(ValueError, match="algo='x'"):
+        core.set_default_options("x", None, False)
+    with pytest.raises(ValueError, match="unknown option 'speed'"):
+        core.set_thread_options({"speed": 1})
