@@ -18,6 +18,7 @@ from ._errors import (  # noqa: E402
     CudnnNotSupportedError,
     DeviceUnavailableError,
 )
+from .api import conv4, conv4w, conv4x, deconv4, deconv4w, deconv4x, mat, pool, poolx, unpool, unpoolx  # noqa: E402
 from .describe import describe  # noqa: E402
 from .info import info  # noqa: E402
 
@@ -29,6 +30,17 @@ __all__ = [
     "CudnnMemoryError",
     "CudnnNotSupportedError",
     "DeviceUnavailableError",
+    "conv4",
+    "conv4w",
+    "conv4x",
+    "deconv4",
+    "deconv4w",
+    "deconv4x",
     "describe",
     "info",
+    "mat",
+    "pool",
+    "poolx",
+    "unpool",
+    "unpoolx",
 ]
