@@ -4,6 +4,8 @@ Called by knetcnn's public functions after all validation (types, dtypes, the co
 gradient shapes): `run(op, arrays, geometry, alpha)` with `arrays` in the op's own argument order.
 float16 is computed in float32 and rounded once; float32 and float64 are computed in their own
 type. Convolutions are im2col + BLAS (conv.py), pooling is strided NumPy (pool.py).
+Results follow IEEE arithmetic silently, as on the GPU: overflow gives inf, inf - inf gives NaN,
+and no NumPy floating-point warnings are raised.
 """
 
 from __future__ import annotations
@@ -31,4 +33,5 @@ _OPS: dict[str, Callable] = {
 
 
 def run(op: str, arrays: tuple[np.ndarray, ...], geometry, alpha: float) -> np.ndarray:
-    return _OPS[op](arrays, geometry, alpha)
+    with np.errstate(all="ignore"):
+        return _OPS[op](arrays, geometry, alpha)
