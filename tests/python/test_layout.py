@@ -98,3 +98,19 @@ def test_scratch_stays_within_the_budget(monkeypatch):
         full_columns = 16 * 9 * 8 * 46 * 46 * 8
         assert peak < 3 * y_bytes + x.nbytes + 4 * (1 << 20), (peak, full_columns)
         assert peak < full_columns / 2
+
+
+@pytest.mark.parametrize("block", [1, 64, 1 << 12])
+def test_blocked_max_pool_gradient_matches_one_block(monkeypatch, block):
+    rng = np.random.default_rng(6)
+    x = rng.integers(-3, 4, (3, 5, 9, 8)).astype(np.float64)  # ties
+    x[0, 1, 2, 3] = np.nan
+    cases = [dict(window=2), dict(window=3, stride=2, padding=1), dict(window=(2, 3), maxpoolingNanOpt=0)]
+    results = []
+    for kw in cases:
+        y = knetcnn.pool(x, **kw)
+        results.append((kw, y, rng.standard_normal(y.shape)))
+    whole = [knetcnn.poolx(x, y, dy, **kw) for kw, y, dy in results]
+    monkeypatch.setattr(_chunks, "POOL_BLOCK_BYTES", block)
+    for (kw, y, dy), expect in zip(results, whole):
+        np.testing.assert_array_equal(knetcnn.poolx(x, y, dy, **kw), expect, err_msg=str(kw))

@@ -23,6 +23,7 @@ import math
 
 import numpy as np
 
+from . import _chunks
 from ._layout import compute_dtype, interior, offset_slices, padded
 
 
@@ -105,35 +106,61 @@ def _average_backward(p: _Pool, dy: np.ndarray, scale: float, dtype: np.dtype, o
     for offset in p.offsets:
         # For a fixed offset distinct windows own distinct cells, so += on the view is exact.
         dxp[p.cells(offset)] += share
-    return dxp[interior(p.pads, p.x)].astype(out_dtype)
+    return dxp[interior(p.pads, p.x)].astype(out_dtype, copy=False)
 
 
 def _max_backward(p: _Pool, x: np.ndarray, dy: np.ndarray, alpha: float, dtype: np.dtype) -> np.ndarray:
+    dx = np.empty(x.shape, dtype=x.dtype)
+    per_channel = dtype.itemsize * math.prod(n + 2 * q for n, q in zip(p.x, p.pads))
+    for items, chans in _chunks.channel_blocks(x.shape[0], x.shape[1], per_channel):
+        dx[items, chans] = _max_backward_block(p, x[items, chans], dy[items, chans], alpha, dtype)
+    return dx
+
+
+def _max_backward_block(p: _Pool, x: np.ndarray, dy: np.ndarray, alpha: float, dtype: np.dtype) -> np.ndarray:
     xp = padded(x, p.pads, _max_fill(p), dtype)
     best = _window_max(p, xp)
     share = np.multiply(dy, alpha, dtype=dtype)
-    nan_windows = np.isnan(best) if p.nan_opt == 1 else None
-    if nan_windows is not None and not nan_windows.any():
-        nan_windows = None
-    # Padding (-inf) could equal the max only in a window whose in-bounds cells are all -inf.
-    inside = None
-    if p.nan_opt == 1 and any(p.pads) and np.isneginf(best).any():
-        inside = padded(np.ones(x.shape, dtype=bool), p.pads, False, np.dtype(bool))
+    if p.nan_opt == 1 and (np.isnan(best).any() or (any(p.pads) and np.isneginf(best).any())):
+        # Rare windows: NaN ones route to their first NaN; all -inf ones must not pick padding.
+        return _max_backward_careful(p, x, xp, best, share)
+    # Offsets in row-major order: each routes the windows whose max it holds and that no
+    # earlier offset routed (`done`). Padding is -inf or NaN here, so it never holds a max.
+    tiled = p.stride == p.window and not any(p.pads)  # windows own disjoint cells: assign, no add
     dxp = np.zeros(xp.shape, dtype=dtype)
-    routed = np.zeros(best.shape, dtype=bool)
     hit = np.empty(best.shape, dtype=bool)
+    done = np.zeros(best.shape, dtype=bool)
+    routed = None if tiled else np.empty(best.shape, dtype=dtype)
+    for k, offset in enumerate(p.offsets):
+        np.equal(xp[p.cells(offset)], best, out=hit)
+        np.greater(hit, done, out=hit)  # hit and not done
+        if k + 1 < len(p.offsets):
+            np.logical_or(done, hit, out=done)
+        target = dxp[p.cells(offset)]
+        if tiled:
+            np.multiply(hit, share, out=target)
+        else:
+            np.multiply(hit, share, out=routed)
+            target += routed  # for a fixed offset distinct windows own distinct cells
+    return dxp[interior(p.pads, p.x)]
+
+
+def _max_backward_careful(p: _Pool, x: np.ndarray, xp: np.ndarray, best: np.ndarray, share: np.ndarray) -> np.ndarray:
+    """Max-pool gradient that also handles NaN windows and all -inf windows next to padding."""
+    nan_windows = np.isnan(best)
+    inside = padded(np.ones(x.shape, dtype=bool), p.pads, False, np.dtype(bool)) if any(p.pads) else None
+    dxp = np.zeros(xp.shape, dtype=share.dtype)
+    routed = np.zeros(best.shape, dtype=bool)
     for offset in p.offsets:
         cell = xp[p.cells(offset)]
-        np.equal(cell, best, out=hit)
-        if nan_windows is not None:
-            hit |= np.isnan(cell) & nan_windows
+        hit = (cell == best) | (np.isnan(cell) & nan_windows)
         if inside is not None:
             hit &= inside[p.cells(offset)]
         hit &= ~routed
         routed |= hit
         target = dxp[p.cells(offset)]
         np.add(target, share, out=target, where=hit)
-    return dxp[interior(p.pads, p.x)].astype(x.dtype)
+    return dxp[interior(p.pads, p.x)]
 
 
 def backward(x: np.ndarray, dy: np.ndarray, g, alpha: float) -> np.ndarray:
