@@ -13,7 +13,7 @@ from knetcnn.cpu import _conv_layouts, conv
 
 @pytest.fixture(params=["narrow", "wide"])
 def layout(request, monkeypatch):
-    def pick(cv, itemsize):
+    def pick(cv, scatter):
         wide = request.param == "wide" and _conv_layouts.Wide.fits(cv)
         return _conv_layouts.Wide(cv) if wide else _conv_layouts.Narrow(cv)
 
@@ -66,11 +66,17 @@ def assert_same_specials(got, expect):
     np.testing.assert_allclose(got[finite], expect[finite], rtol=1e-12, atol=1e-12)
 
 
-def test_cost_model_picks_wide_for_long_rows_and_narrow_for_big_waste():
-    geometry = lambda w, x, **kw: knetcnn._geometry.conv("conv4", w, x, padding=kw.get("padding", 0), stride=kw.get("stride", 1), dilation=1, mode=1, group=1)  # noqa: E731
-    vgg = _conv_layouts.ConvShape(geometry((64, 64, 3, 3), (8, 64, 56, 56), padding=1))
-    assert isinstance(_conv_layouts.choose(vgg, 8), _conv_layouts.Wide)
-    strided = _conv_layouts.ConvShape(geometry((96, 3, 11, 11), (8, 3, 227, 227), stride=4))
-    assert type(_conv_layouts.choose(strided, 8)) is _conv_layouts.Narrow
-    wasteful = _conv_layouts.ConvShape(geometry((512, 512, 7, 7), (1, 512, 9, 9), padding=3))
-    assert type(_conv_layouts.choose(wasteful, 8)) is _conv_layouts.Narrow
+def _shape(w, x, stride=1, padding=0):
+    return _conv_layouts.ConvShape(
+        knetcnn._geometry.conv("conv4", w, x, padding=padding, stride=stride, dilation=1, mode=1, group=1)
+    )
+
+
+def test_choice_wide_only_for_scatters_with_long_rows():
+    vgg = _shape((64, 64, 3, 3), (8, 64, 56, 56), padding=1)
+    assert isinstance(_conv_layouts.choose(vgg, scatter=True), _conv_layouts.Wide)
+    assert type(_conv_layouts.choose(vgg, scatter=False)) is _conv_layouts.Narrow
+    strided = _shape((96, 3, 11, 11), (8, 3, 227, 227), stride=4)
+    assert type(_conv_layouts.choose(strided, scatter=True)) is _conv_layouts.Narrow
+    short_rows = _shape((64, 64, 3, 3), (8, 64, 14, 14), padding=1)
+    assert type(_conv_layouts.choose(short_rows, scatter=True)) is _conv_layouts.Narrow

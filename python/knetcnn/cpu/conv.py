@@ -51,7 +51,7 @@ def forward(w: np.ndarray, x: np.ndarray, g, alpha: float) -> np.ndarray:
     """y = alpha * conv(w', x): conv4(w, x), and deconv4x(w, ., dy) with x = dy."""
     cv = ConvShape(g)
     dtype = compute_dtype(x.dtype)
-    layout = choose(cv, dtype.itemsize)  # garbage outputs are dropped: any values are safe
+    layout = choose(cv, scatter=False)
     wm = _weights(w, cv, alpha, dtype)
     y = np.empty(cv.output_shape, dtype=x.dtype)
     blocks = layout.blocks(y.nbytes, dtype.itemsize)
@@ -68,7 +68,7 @@ def backward_data(w: np.ndarray, dy: np.ndarray, g, alpha: float) -> np.ndarray:
     cv = ConvShape(g)
     dtype = compute_dtype(dy.dtype)
     wm = _weights(w, cv, alpha, dtype)
-    layout = choose(cv, dtype.itemsize)
+    layout = choose(cv, scatter=True)
     if isinstance(layout, Wide) and not np.isfinite(wm).all():
         layout = Narrow(cv)  # inf * a garbage zero would scatter NaN into real cells
     wt = wm.transpose(0, 2, 1)
@@ -89,7 +89,7 @@ def backward_filter(x: np.ndarray, dy: np.ndarray, g, alpha: float) -> np.ndarra
     """dw = alpha * sum_n dy (x) columns, in w's stored orientation: conv4w, and deconv4w (x = dy)."""
     cv = ConvShape(g)
     dtype = compute_dtype(x.dtype)
-    layout = choose(cv, dtype.itemsize)
+    layout = choose(cv, scatter=False)
     dwm = np.zeros((cv.groups, cv.og, cv.cg * cv.kp), dtype=dtype)
     blocks = layout.blocks(dwm.nbytes, dtype.itemsize)
     buffer = _column_buffer(cv, layout, blocks, dtype)
