@@ -31,20 +31,12 @@ def _weights(w: np.ndarray, cv: ConvShape, alpha: float, dtype: np.dtype) -> np.
 
 
 def _column_buffer(cv: ConvShape, layout, blocks, dtype: np.dtype) -> np.ndarray:
-    largest = max((b.n1 - b.n0) * math.prod(layout.grid(b)) for b in blocks)
-    return np.empty(cv.c * cv.kp * largest, dtype=dtype)
+    return np.empty(cv.c * cv.kp * max(layout.columns(b) for b in blocks), dtype=dtype)
 
 
-def _gather(cv: ConvShape, layout, src: np.ndarray, b, buffer: np.ndarray) -> np.ndarray:
-    """The block's columns as (C, K, items, *grid): one strided copy per kernel offset."""
-    shape = (cv.c, cv.kp, b.n1 - b.n0) + layout.grid(b)
-    col = buffer[: math.prod(shape)].reshape(shape)
-    for k in range(cv.kp):
-        index, length = layout.tap(k, b)
-        dest = col[:, k]
-        dest[..., :length] = src[index].swapaxes(0, 1)
-        dest[..., length:] = 0  # a wide layout's cut garbage tail
-    return col
+def _columns(cv: ConvShape, layout, b, buffer: np.ndarray) -> np.ndarray:
+    """A view of the buffer as this block's (C*K, columns) matrix."""
+    return buffer[: cv.c * cv.kp * layout.columns(b)].reshape(cv.c * cv.kp, -1)
 
 
 def forward(w: np.ndarray, x: np.ndarray, g, alpha: float) -> np.ndarray:
@@ -57,7 +49,8 @@ def forward(w: np.ndarray, x: np.ndarray, g, alpha: float) -> np.ndarray:
     blocks = layout.blocks(y.nbytes, dtype.itemsize)
     buffer = _column_buffer(cv, layout, blocks, dtype)
     for b in blocks:
-        col = _gather(cv, layout, layout.source(x, b, dtype), b, buffer)
+        col = _columns(cv, layout, b, buffer)
+        layout.gather(layout.source(x, b, dtype), col, b)
         out = np.matmul(wm, col.reshape(cv.groups, cv.cg * cv.kp, -1))
         layout.store(y, b, out.reshape(cv.o, -1))
     return y
@@ -75,12 +68,9 @@ def backward_data(w: np.ndarray, dy: np.ndarray, g, alpha: float) -> np.ndarray:
     dx = np.zeros(cv.input_shape, dtype=dtype)
     for b in layout.blocks(dx.nbytes, dtype.itemsize):
         grouped = layout.load(dy, b, dtype).reshape(cv.groups, cv.og, -1)
-        dcol = np.matmul(wt, grouped).reshape((cv.c, cv.kp, b.n1 - b.n0) + layout.grid(b))
+        dcol = np.matmul(wt, grouped)
         target = layout.scatter_target(dx, b, dtype)
-        for k in range(cv.kp):
-            # For a fixed offset distinct outputs hit distinct cells, so += on the view is exact.
-            index, length = layout.tap(k, b)
-            target[index] += dcol[:, k, ..., :length].swapaxes(0, 1)
+        layout.scatter(dcol, target, b)
         layout.add_back(dx, target, b)
     return dx.astype(dy.dtype, copy=False)
 
@@ -95,7 +85,8 @@ def backward_filter(x: np.ndarray, dy: np.ndarray, g, alpha: float) -> np.ndarra
     buffer = _column_buffer(cv, layout, blocks, dtype)
     for b in blocks:
         src = layout.source(x, b, dtype)
-        col = _gather(cv, layout, src, b, buffer)
+        col = _columns(cv, layout, b, buffer)
+        layout.gather(src, col, b)
         if isinstance(layout, Wide) and not np.isfinite(src).all():
             layout.zero_garbage(col, b)  # inf * a zero gradient would put NaN into dw
         grouped = layout.load(dy, b, dtype).reshape(cv.groups, cv.og, -1)
