@@ -114,3 +114,19 @@ def test_blocked_max_pool_gradient_matches_one_block(monkeypatch, block):
     monkeypatch.setattr(_chunks, "POOL_BLOCK_BYTES", block)
     for (kw, y, dy), expect in zip(results, whole):
         np.testing.assert_array_equal(knetcnn.poolx(x, y, dy, **kw), expect, err_msg=str(kw))
+
+
+def test_byte_swapped_and_read_only_inputs():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 3, 6, 5))
+    w = rng.standard_normal((4, 3, 3, 3))
+    swapped = x.astype(">f8"), w.astype(">f8")
+    for a in (x, w):
+        a.flags.writeable = False
+    y = knetcnn.conv4(w, x, padding=1)
+    got = knetcnn.conv4(swapped[1], swapped[0], padding=1)
+    assert got.dtype == np.float64 and got.dtype.isnative
+    np.testing.assert_array_equal(got, y)
+    np.testing.assert_array_equal(knetcnn.pool(swapped[0], window=3, stride=2), knetcnn.pool(x, window=3, stride=2))
+    dy = np.ones(y.shape)
+    np.testing.assert_array_equal(knetcnn.conv4w(w, x, dy, padding=1), knetcnn.conv4w(*swapped[::-1], dy.astype(">f8"), padding=1))

@@ -13,7 +13,7 @@ import numpy as np
 
 def compute_dtype(dtype: np.dtype) -> np.dtype:
     """float16 is computed in float32 (as cuDNN does) and rounded once at the end."""
-    return np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
+    return np.dtype(np.float32) if dtype == np.float16 else np.dtype(np.dtype(dtype).type)
 
 
 def offset_slices(offset: Sequence[int], step: Sequence[int], count: Sequence[int]) -> tuple:
