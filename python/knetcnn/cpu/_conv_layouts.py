@@ -27,6 +27,7 @@ import numpy as np
 
 from . import _chunks
 from ._layout import offset_slices, row_block
+from ._scratch import Scratch
 
 
 class ConvShape:
@@ -88,8 +89,9 @@ class Narrow:
         per_row = itemsize * (positions * (cv.c * cv.kp + 2 * cv.o) + cv.c * cv.stride[0] * math.prod(cv.padded[1:]))
         return list(_chunks.plan(cv.n, cv.y[0], per_row, result_bytes))
 
-    def source(self, x: np.ndarray, b: _chunks.Block, dtype) -> np.ndarray:
-        return row_block(x, slice(b.n0, b.n1), self.cv.input_rows(b), self.cv.pads, dtype)
+    def source(self, x: np.ndarray, b: _chunks.Block, scratch: Scratch) -> np.ndarray:
+        allocate = lambda shape: scratch.array("source", shape, zero=True)  # noqa: E731
+        return row_block(x, slice(b.n0, b.n1), self.cv.input_rows(b), self.cv.pads, scratch.dtype, allocate)
 
     def tap(self, k: int, b: _chunks.Block) -> tuple[tuple, int]:
         """Index of offset k's taps in a source, and how much of the last grid axis it fills."""
@@ -113,11 +115,11 @@ class Narrow:
             index, length = self.tap(k, b)
             target[index] += dcol[:, k, ..., :length].swapaxes(0, 1)
 
-    def scatter_target(self, dx: np.ndarray, b: _chunks.Block, dtype) -> np.ndarray:
+    def scatter_target(self, dx: np.ndarray, b: _chunks.Block, scratch: Scratch) -> np.ndarray:
         a, e = self.cv.input_rows(b)
         if not any(self.cv.pads):  # no padded cells to drop: scatter straight into dx
             return dx[b.n0 : b.n1, :, a:e]
-        return np.zeros((b.n1 - b.n0, self.cv.c, e - a) + self.cv.padded[1:], dtype=dtype)
+        return scratch.array("target", (b.n1 - b.n0, self.cv.c, e - a) + self.cv.padded[1:], zero=True)
 
     def add_back(self, dx: np.ndarray, target: np.ndarray, b: _chunks.Block) -> None:
         """dx[block] += the part of a padded scatter target that lies inside x."""
@@ -130,12 +132,11 @@ class Narrow:
         rows = out.reshape((out.shape[0], b.n1 - b.n0) + self.rows(b))[..., : self.cv.y[-1]]
         y[b.n0 : b.n1, :, b.r0 : b.r1] = rows.swapaxes(0, 1)
 
-    def load(self, dy: np.ndarray, b: _chunks.Block, dtype) -> np.ndarray:
+    def load(self, dy: np.ndarray, b: _chunks.Block, scratch: Scratch) -> np.ndarray:
         """dy[block] as the GEMM's (O, columns), garbage columns zero."""
         part = dy[b.n0 : b.n1, :, b.r0 : b.r1].swapaxes(0, 1)
-        if self.width == self.cv.y[-1]:
-            return np.ascontiguousarray(part, dtype=dtype).reshape(part.shape[0], -1)
-        out = np.zeros((part.shape[0], b.n1 - b.n0) + self.rows(b), dtype=dtype)
+        garbage = self.width != self.cv.y[-1]
+        out = scratch.array("dy", (part.shape[0], b.n1 - b.n0) + self.rows(b), zero=garbage)
         out[..., : self.cv.y[-1]] = part
         return out.reshape(part.shape[0], -1)
 
@@ -166,8 +167,8 @@ class Wide(Narrow):
             return ((b.r1 - b.r0) * self.width,)
         return (b.r1 - b.r0,) + cv.y[1:-2] + (cv.y[-2] * self.width,)
 
-    def source(self, x: np.ndarray, b: _chunks.Block, dtype) -> np.ndarray:
-        return _merge_last_two(super().source(x, b, dtype))
+    def source(self, x: np.ndarray, b: _chunks.Block, scratch: Scratch) -> np.ndarray:
+        return _merge_last_two(super().source(x, b, scratch))
 
     def tap(self, k: int, b: _chunks.Block) -> tuple[tuple, int]:
         cv = self.cv
@@ -181,8 +182,8 @@ class Wide(Narrow):
         outer = offset_slices(offset[:-2], cv.stride[:-2], grid[:-1])
         return outer + (slice(start, start + length),), length
 
-    def scatter_target(self, dx: np.ndarray, b: _chunks.Block, dtype) -> np.ndarray:
-        return _merge_last_two(super().scatter_target(dx, b, dtype), view=True)
+    def scatter_target(self, dx: np.ndarray, b: _chunks.Block, scratch: Scratch) -> np.ndarray:
+        return _merge_last_two(super().scatter_target(dx, b, scratch), view=True)
 
     def add_back(self, dx: np.ndarray, target: np.ndarray, b: _chunks.Block) -> None:
         planes = target.shape[:-1] + (target.shape[-1] // self.width, self.width)
@@ -212,8 +213,8 @@ class BatchLast(Narrow):
         a, e = self.cv.input_rows(b)
         return (self.cv.c, e - a) + self.cv.padded[1:] + (b.n1 - b.n0,)
 
-    def source(self, x: np.ndarray, b: _chunks.Block, dtype) -> np.ndarray:
-        out = np.zeros(self._padded_block(b), dtype=dtype)
+    def source(self, x: np.ndarray, b: _chunks.Block, scratch: Scratch) -> np.ndarray:
+        out = scratch.array("source", self._padded_block(b), zero=True)
         inside, rows = self.cv.interior(self.cv.input_rows(b))
         out[(slice(None),) + inside] = np.moveaxis(x[b.n0 : b.n1, :, rows], 0, -1)
         return _merge_last_two(out)
@@ -237,8 +238,8 @@ class BatchLast(Narrow):
         for k in range(self.cv.kp):
             target[self.tap(k, b)[0]] += dcol[:, k]  # distinct outputs hit distinct cells
 
-    def scatter_target(self, dx: np.ndarray, b: _chunks.Block, dtype) -> np.ndarray:
-        return _merge_last_two(np.zeros(self._padded_block(b), dtype=dtype))
+    def scatter_target(self, dx: np.ndarray, b: _chunks.Block, scratch: Scratch) -> np.ndarray:
+        return _merge_last_two(scratch.array("target", self._padded_block(b), zero=True))
 
     def add_back(self, dx: np.ndarray, target: np.ndarray, b: _chunks.Block) -> None:
         inside, rows = self.cv.interior(self.cv.input_rows(b))
@@ -249,9 +250,11 @@ class BatchLast(Narrow):
         shaped = out.reshape((out.shape[0], b.r1 - b.r0) + self.cv.y[1:] + (b.n1 - b.n0,))
         y[b.n0 : b.n1, :, b.r0 : b.r1] = np.moveaxis(shaped, -1, 0)
 
-    def load(self, dy: np.ndarray, b: _chunks.Block, dtype) -> np.ndarray:
+    def load(self, dy: np.ndarray, b: _chunks.Block, scratch: Scratch) -> np.ndarray:
         part = np.moveaxis(dy[b.n0 : b.n1, :, b.r0 : b.r1], 0, -1)
-        return np.ascontiguousarray(part, dtype=dtype).reshape(part.shape[0], -1)
+        out = scratch.array("dy", part.shape)
+        out[...] = part
+        return out.reshape(part.shape[0], -1)
 
 
 def choose(cv: ConvShape, *, scatter: bool):

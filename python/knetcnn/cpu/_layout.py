@@ -42,11 +42,12 @@ def interior(pads: Sequence[int], sizes: Sequence[int]) -> tuple:
 
 
 def row_block(
-    x: np.ndarray, items: slice, rows: tuple[int, int], pads: Sequence[int], dtype: np.dtype
+    x: np.ndarray, items: slice, rows: tuple[int, int], pads: Sequence[int], dtype: np.dtype, allocate=None
 ) -> np.ndarray:
     """Rows [a, b) of zero-padded x (padded coordinates, first spatial axis), batch items `items`.
 
-    A view of x when the block needs no padding and no dtype change; a zero-filled copy otherwise.
+    A view of x when the block needs no padding and no dtype change; otherwise a zero-filled copy
+    in `allocate(shape)` (a zeroed array; a fresh one by default).
     """
     a, b = rows
     size0 = x.shape[2]
@@ -55,7 +56,7 @@ def row_block(
     if a - pads[0] >= 0 and b - pads[0] <= size0 and not any(pads[1:]) and x.dtype == dtype:
         return inner[:, :, a - pads[0] : b - pads[0]]
     shape = inner.shape[:2] + (b - a,) + tuple(n + 2 * p for n, p in zip(x.shape[3:], pads[1:]))
-    out = np.zeros(shape, dtype=dtype)
+    out = np.zeros(shape, dtype=dtype) if allocate is None else allocate(shape)
     if hi > lo:
         dst = (slice(None), slice(None), slice(lo - (a - pads[0]), hi - (a - pads[0])))
         dst += tuple(slice(p, p + n) for p, n in zip(pads[1:], x.shape[3:]))

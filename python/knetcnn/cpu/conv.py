@@ -20,6 +20,7 @@ import numpy as np
 
 from ._conv_layouts import ConvShape, Narrow, Wide, choose
 from ._layout import compute_dtype
+from ._scratch import Scratch
 
 
 def _weights(w: np.ndarray, cv: ConvShape, alpha: float, dtype: np.dtype) -> np.ndarray:
@@ -30,13 +31,9 @@ def _weights(w: np.ndarray, cv: ConvShape, alpha: float, dtype: np.dtype) -> np.
     return wm.reshape(cv.groups, cv.og, cv.cg * cv.kp)
 
 
-def _column_buffer(cv: ConvShape, layout, blocks, dtype: np.dtype) -> np.ndarray:
-    return np.empty(cv.c * cv.kp * max(layout.columns(b) for b in blocks), dtype=dtype)
-
-
-def _columns(cv: ConvShape, layout, b, buffer: np.ndarray) -> np.ndarray:
-    """A view of the buffer as this block's (C*K, columns) matrix."""
-    return buffer[: cv.c * cv.kp * layout.columns(b)].reshape(cv.c * cv.kp, -1)
+def _columns(cv: ConvShape, layout, b, scratch: Scratch) -> np.ndarray:
+    """This block's (C*K, columns) matrix: gathered columns, or backward-data's product."""
+    return scratch.array("columns", (cv.c * cv.kp, layout.columns(b)))
 
 
 def forward(w: np.ndarray, x: np.ndarray, g, alpha: float) -> np.ndarray:
@@ -46,12 +43,12 @@ def forward(w: np.ndarray, x: np.ndarray, g, alpha: float) -> np.ndarray:
     layout = choose(cv, scatter=False)
     wm = _weights(w, cv, alpha, dtype)
     y = np.empty(cv.output_shape, dtype=x.dtype)
-    blocks = layout.blocks(y.nbytes, dtype.itemsize)
-    buffer = _column_buffer(cv, layout, blocks, dtype)
-    for b in blocks:
-        col = _columns(cv, layout, b, buffer)
-        layout.gather(layout.source(x, b, dtype), col, b)
-        out = np.matmul(wm, col.reshape(cv.groups, cv.cg * cv.kp, -1))
+    scratch = Scratch(dtype)
+    for b in layout.blocks(y.nbytes, dtype.itemsize):
+        col = _columns(cv, layout, b, scratch)
+        layout.gather(layout.source(x, b, scratch), col, b)
+        out = scratch.array("product", (cv.groups, cv.og, col.shape[1]))
+        np.matmul(wm, col.reshape(cv.groups, cv.cg * cv.kp, -1), out=out)
         layout.store(y, b, out.reshape(cv.o, -1))
     return y
 
@@ -66,10 +63,12 @@ def backward_data(w: np.ndarray, dy: np.ndarray, g, alpha: float) -> np.ndarray:
         layout = Narrow(cv)  # inf * a garbage zero would scatter NaN into real cells
     wt = wm.transpose(0, 2, 1)
     dx = np.zeros(cv.input_shape, dtype=dtype)
+    scratch = Scratch(dtype)
     for b in layout.blocks(dx.nbytes, dtype.itemsize):
-        grouped = layout.load(dy, b, dtype).reshape(cv.groups, cv.og, -1)
-        dcol = np.matmul(wt, grouped)
-        target = layout.scatter_target(dx, b, dtype)
+        grouped = layout.load(dy, b, scratch).reshape(cv.groups, cv.og, -1)
+        dcol = _columns(cv, layout, b, scratch)
+        np.matmul(wt, grouped, out=dcol.reshape(cv.groups, cv.cg * cv.kp, -1))
+        target = layout.scatter_target(dx, b, scratch)
         layout.scatter(dcol, target, b)
         layout.add_back(dx, target, b)
     return dx.astype(dy.dtype, copy=False)
@@ -81,16 +80,17 @@ def backward_filter(x: np.ndarray, dy: np.ndarray, g, alpha: float) -> np.ndarra
     dtype = compute_dtype(x.dtype)
     layout = choose(cv, scatter=False)
     dwm = np.zeros((cv.groups, cv.og, cv.cg * cv.kp), dtype=dtype)
-    blocks = layout.blocks(dwm.nbytes, dtype.itemsize)
-    buffer = _column_buffer(cv, layout, blocks, dtype)
-    for b in blocks:
-        src = layout.source(x, b, dtype)
-        col = _columns(cv, layout, b, buffer)
+    product = np.empty_like(dwm)
+    scratch = Scratch(dtype)
+    for b in layout.blocks(dwm.nbytes, dtype.itemsize):
+        src = layout.source(x, b, scratch)
+        col = _columns(cv, layout, b, scratch)
         layout.gather(src, col, b)
         if isinstance(layout, Wide) and not np.isfinite(src).all():
             layout.zero_garbage(col, b)  # inf * a zero gradient would put NaN into dw
-        grouped = layout.load(dy, b, dtype).reshape(cv.groups, cv.og, -1)
-        dwm += np.matmul(grouped, col.reshape(cv.groups, cv.cg * cv.kp, -1).transpose(0, 2, 1))
+        grouped = layout.load(dy, b, scratch).reshape(cv.groups, cv.og, -1)
+        np.matmul(grouped, col.reshape(cv.groups, cv.cg * cv.kp, -1).transpose(0, 2, 1), out=product)
+        dwm += product
     dw = dwm.reshape(cv.filter_shape)
     if cv.mode == 0:
         dw = dw[(slice(None), slice(None)) + (slice(None, None, -1),) * cv.d]
