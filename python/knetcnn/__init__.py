@@ -18,6 +18,7 @@ from ._errors import (  # noqa: E402
     CudnnNotSupportedError,
     DeviceUnavailableError,
 )
+from .api import conv4, conv4w, conv4x, deconv4, deconv4w, deconv4x, mat, pool, poolx, unpool, unpoolx  # noqa: E402
 from .describe import describe  # noqa: E402
 from .device.knet_array import KnetArray  # noqa: E402
 from .info import info  # noqa: E402
@@ -34,9 +35,20 @@ __all__ = [
     "KnetArray",
     "cache_info",
     "clear_cache",
+    "conv4",
+    "conv4w",
+    "conv4x",
+    "deconv4",
+    "deconv4w",
+    "deconv4x",
     "describe",
     "info",
     "load_cache",
+    "mat",
     "options",
+    "pool",
+    "poolx",
     "save_cache",
+    "unpool",
+    "unpoolx",
 ]
