@@ -19,7 +19,7 @@ DEPS := scikit-build-core pybind11 cmake ninja \
 
 demo: install
 	$(PY) -m knetcnn info
-	$(PY) examples/quickstart.py
+	$(PY) examples/lenet_digits.py
 
 test: install test-cpp test-python
 

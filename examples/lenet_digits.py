@@ -155,7 +155,7 @@ def save_figure(path, history, w1):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
@@ -181,6 +181,8 @@ def main(argv=None) -> int:
     history, epoch_times = [], []
     initial_accuracy = accuracy(xp, params, x_test, y_test)
     for epoch in range(1, args.epochs + 1):
+        # cosine decay: large steps early, small ones at the end so the last epochs settle
+        opt.lr = args.lr * 0.5 * (1 + np.cos(np.pi * (epoch - 1) / max(args.epochs, 1)))
         start = time.perf_counter()
         order = rng.permutation(x_train.shape[0])
         batches = range(0, len(order), args.batch)
