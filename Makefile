@@ -15,7 +15,7 @@ DEPS := scikit-build-core pybind11 cmake ninja \
         "nvidia-cudnn-cu12>=9,<10" "nvidia-cuda-runtime-cu12>=12,<13" "nvidia-cuda-nvcc-cu12>=12,<13" \
         "cuda-python>=12.6,<13" numpy ml_dtypes pytest hypothesis tqdm scikit-learn matplotlib
 
-.PHONY: demo test test-cpp test-python test-sanitize install deps gtest-dev bench clean
+.PHONY: demo test test-cpp test-python test-sanitize fuzz install deps gtest-dev bench clean
 
 demo: install
 	$(PY) -m knetcnn info
@@ -66,6 +66,10 @@ test-sanitize: $(DEPS_STAMP) gtest-dev
 
 test-python: install
 	$(PY) -m pytest tests/python -q -rs
+
+# The long fuzzing profile (make test runs the bounded one).
+fuzz: install
+	HYPOTHESIS_PROFILE=long $(PY) -m pytest tests/python/test_fuzz.py -q -s -p no:cacheprovider
 
 bench: install
 	$(PY) bench/cpu.py

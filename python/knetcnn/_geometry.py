@@ -43,7 +43,20 @@ def check_shape(function: str, argument: str, shape, expected, why: str) -> None
     core.check_shape(function, argument, tuple(shape), tuple(expected), why)
 
 
-def alpha(function: str, value, *, nonzero: bool = False) -> float:
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def alpha(function: str, value, *, nonzero: bool = False, dtype: str = "float64") -> float:
+    """alpha as a float. Finite, non-zero where unpool divides by it, and for half, bfloat16 and
+    float arrays within float32's range (alpha and unpool's 1/alpha): cuDNN takes the scalars as
+    host floats there, and the CPU backend computes in float32, so a larger value would turn into
+    inf on one backend and not the other."""
     a = _args.alpha_arg(function, value)
     core.check_alpha(function, a, nonzero)
+    if dtype != "float64":
+        scalars = (a, 1.0 / a) if nonzero else (a,)
+        if any(abs(v) > _FLOAT32_MAX for v in scalars):
+            what = "alpha and 1/alpha" if nonzero else "alpha"
+            raise ValueError(f"{function}: alpha={a!r}: for {dtype} arrays {what} must be within float32's range "
+                             f"(magnitude <= 3.4028235e38): cuDNN takes it as a float")
     return a

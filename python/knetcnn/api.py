@@ -38,7 +38,7 @@ def _conv_call(op, w, x, dy, *, padding, stride, dilation, mode, alpha, group, o
         padding=padding, stride=stride, dilation=dilation, mode=mode, group=group,
         output_padding=output_padding,
     )  # fmt: skip
-    a = _geometry.alpha(op, alpha)
+    a = _geometry.alpha(op, alpha, dtype=_dispatch.dtype_name(x))
     if dy is not None:
         # conv4's dy is shaped like its output; deconv4's like its result (the geometry's input).
         expected, what = (g.input_shape, "deconv4") if g.transposed else (g.output_shape, "conv4")
@@ -55,7 +55,7 @@ def _pool_call(op, x, y, dy, *, window, padding, stride, mode, alpha, maxpooling
         op, _dispatch.shape_of(x), window=window, padding=padding, stride=stride, mode=mode,
         maxpoolingNanOpt=maxpoolingNanOpt, transposed=unpooling,
     )  # fmt: skip
-    a = _geometry.alpha(op, alpha, nonzero=unpooling)
+    a = _geometry.alpha(op, alpha, nonzero=unpooling, dtype=_dispatch.dtype_name(x))
     if y is not None:
         # pool's y is its output; unpool's y is its result (the transposed geometry's input).
         expected, what = (g.input_shape, "unpool") if unpooling else (g.output_shape, "pool")

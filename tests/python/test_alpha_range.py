@@ -1,0 +1,25 @@
+"""alpha must be representable where the backends compute with it (float32 for half/float data)."""
+
+import numpy as np
+import pytest
+
+import knetcnn
+
+
+def test_alpha_beyond_float32_is_refused_for_single_precision():
+    w, x = np.ones((1, 1, 1), np.float32), np.ones((1, 1, 2), np.float32)
+    with pytest.raises(ValueError, match=r"conv4: alpha=3\.5e\+38: for float32 arrays alpha must be within"):
+        knetcnn.conv4(w, x, alpha=3.5e38)
+    # float64 data keeps double-precision scalars
+    assert knetcnn.conv4(w.astype(np.float64), x.astype(np.float64), alpha=3.5e38)[0, 0, 0] == 3.5e38
+    np.testing.assert_allclose(knetcnn.conv4(w, x, alpha=3.4e38), 3.4e38, rtol=1e-6)
+
+
+def test_unpool_checks_one_over_alpha_too():
+    x = np.ones((1, 1, 2), np.float16)
+    with pytest.raises(ValueError, match=r"unpool: alpha=1e-40: .* alpha and 1/alpha must be within"):
+        knetcnn.unpool(x, alpha=1e-40)
+    with pytest.raises(ValueError, match="alpha must be non-zero"):
+        knetcnn.unpool(x, alpha=0)
+    with pytest.raises(ValueError, match="finite"):
+        knetcnn.pool(x, alpha=float("nan"))
