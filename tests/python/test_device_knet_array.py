@@ -11,25 +11,11 @@ import pytest
 import knetcnn
 from knetcnn import KnetArray
 from knetcnn._core import core
-from knetcnn.device import as_device_view, dlpack_abi as abi, dlpack_export, dtypes
+from knetcnn.device import as_device_view, dlpack_abi as abi, dtypes
 from knetcnn.device.dlpack_import import DLPackImport
 
 NO_GPU = core.device_unavailable_reason(0)
 needs_no_gpu = pytest.mark.skipif(not NO_GPU, reason="checks the behaviour where no GPU is usable")
-
-
-@pytest.fixture(params=["c", "ctypes"])
-def export_mode(request, monkeypatch):
-    """Run a test with each way of producing capsules (C cleanup functions, ctypes callbacks)."""
-    if request.param == "ctypes":
-        monkeypatch.setattr(dlpack_export, "C_FUNCTIONS", None)
-    elif dlpack_export.export_mode() != "c":
-        pytest.skip("C cleanup functions are not available with this NumPy (needs >= 2.1)")
-    return request.param
-
-
-def live_exports():
-    return dlpack_export.live_ctypes_exports()
 
 
 def wrapped(shape=(2, 3), dtype=np.float32):
@@ -149,10 +135,9 @@ def test_dlpack_device():
 
 @pytest.mark.parametrize("max_version, name", [(None, b"dltensor"), ((0, 8), b"dltensor"),
                                                ((1, 0), b"dltensor_versioned"), ((1, 3), b"dltensor_versioned")])
-def test_dlpack_export_consumed_by_our_importer(max_version, name, export_mode):
+def test_dlpack_export_consumed_by_our_importer(max_version, name):
     k, host = wrapped((3, 4), np.float64)
     ref = weakref.ref(k)
-    before = live_exports()
     capsule = k.__dlpack__(max_version=max_version)
     del k
     assert abi.capsule_name(capsule) == name
@@ -162,15 +147,14 @@ def test_dlpack_export_consumed_by_our_importer(max_version, name, export_mode):
     assert (t.dtype.code, t.dtype.bits, t.dtype.lanes) == (2, 64, 1)
     assert [t.shape[i] for i in range(2)] == [3, 4] and [t.strides[i] for i in range(2)] == [4, 1]
     if imported.versioned:
-        assert (imported.struct.version.major, imported.struct.flags) == (1, 0)
-    assert live_exports() == before + (export_mode == "ctypes")
-    assert ref() is not None
+        assert (imported.struct.version.major, imported.struct.version.minor, imported.struct.flags) == (1, 1, 0)
+    assert imported.struct.manager_ctx == id(ref())  # a strong reference to the array
     imported.close()
     gc.collect()
-    assert live_exports() == before and ref() is None
+    assert ref() is None
 
 
-def test_export_keeps_the_array_alive_until_the_deleter_runs(export_mode):
+def test_export_keeps_the_array_alive_until_the_deleter_runs():
     k, host = wrapped()
     ref = weakref.ref(k)
     capsule = k.__dlpack__(max_version=(1, 0))
@@ -183,20 +167,19 @@ def test_export_keeps_the_array_alive_until_the_deleter_runs(export_mode):
     assert ref() is None
 
 
-def test_unconsumed_capsule_runs_the_deleter_when_dropped(export_mode):
+def test_unconsumed_capsule_runs_the_deleter_when_dropped():
     k, _ = wrapped()
     ref = weakref.ref(k)
-    before = live_exports()
     capsule = k.__dlpack__()
     del k
     gc.collect()
-    assert ref() is not None and live_exports() == before + (export_mode == "ctypes")
+    assert ref() is not None
     del capsule  # never consumed: its destructor must call the deleter
     gc.collect()
-    assert ref() is None and live_exports() == before
+    assert ref() is None
 
 
-def test_consumed_capsule_does_not_run_the_deleter_a_second_time(export_mode):
+def test_consumed_capsule_does_not_run_the_deleter_a_second_time():
     k, _ = wrapped()
     count = {"deleted": 0}
     weakref.finalize(k, lambda: count.__setitem__("deleted", count["deleted"] + 1))
@@ -211,16 +194,16 @@ def test_consumed_capsule_does_not_run_the_deleter_a_second_time(export_mode):
     assert count["deleted"] == 1
 
 
-def test_many_exports_and_drops_leave_nothing_behind(export_mode):
+def test_many_exports_and_drops_leave_nothing_behind():
     k, _ = wrapped((8,))
-    before, refcount = live_exports(), sys.getrefcount(k)
+    refcount = sys.getrefcount(k)
     for i in range(200):
         capsule = k.__dlpack__(max_version=(1, 0) if i % 2 else None)
         if i % 3:
             DLPackImport(capsule, "test", "k").close()
         del capsule
     gc.collect()
-    assert live_exports() == before and sys.getrefcount(k) == refcount
+    assert sys.getrefcount(k) == refcount
 
 
 @pytest.mark.parametrize("keywords, error, message", [
@@ -232,12 +215,12 @@ def test_many_exports_and_drops_leave_nothing_behind(export_mode):
     ({"dl_device": (1, 0), "copy": False}, BufferError, "needs a copy to host memory but copy=False"),
     ({"dl_device": (1, 0), "stream": 5}, ValueError, "a kDLCPU export takes stream=None"),
 ])
-def test_dlpack_argument_refusals(keywords, error, message, export_mode):
+def test_dlpack_argument_refusals(keywords, error, message):
     k, _ = wrapped()
-    before = live_exports()
+    refcount = sys.getrefcount(k)
     with pytest.raises(error, match=message):
         k.__dlpack__(**keywords)
-    assert live_exports() == before
+    assert sys.getrefcount(k) == refcount
 
 
 @pytest.mark.parametrize("stream", [None, 1, 2, -1, 0x7000])
@@ -259,13 +242,14 @@ def test_dlpack_export_with_pending_work_on_another_stream_orders_it_through_cud
 
 def test_a_consumer_failing_mid_import_keeps_its_error_and_releases_the_array():
     # NumPy takes our capsule, then refuses the CUDA device and drops the capsule with its error
-    # set: the cleanup must neither lose that error nor leak the array (needs the C path).
-    if dlpack_export.export_mode() != "c":
-        pytest.skip("needs NumPy >= 2.1 (C cleanup functions)")
+    # set: the cleanup must neither lose that error nor leak the array. What matters is a clean
+    # exception (not a crash or a SystemError about a lost one) and the array freed, whatever
+    # NumPy's class and wording.
     k, _ = wrapped()
     ref = weakref.ref(k)
-    with pytest.raises(RuntimeError, match="Unsupported device"):
+    with pytest.raises(Exception) as error:
         np.from_dlpack(k)
+    assert not isinstance(error.value, SystemError)
     del k
     gc.collect()
     assert ref() is None
