@@ -55,6 +55,16 @@ def test_bfloat16_needs_the_object_to_say_so():
         parse_typestr("<V2", "conv4", "x", declared="")
 
 
+def test_raw_bytes_without_byte_order_read_like_little_endian_ones():
+    # NumPy spells void types '|V2' (raw bytes have no byte order): the same rules as '<V2'.
+    assert parse_typestr("|V2", "conv4", "x", declared="bfloat16") == "bfloat16"
+    with pytest.raises(TypeError, match=r"conv4: x .*typestr='\|V2' \(2 raw bytes\) and dtype unknown: "
+                                        r"it cannot be told to be bfloat16; pass it through DLPack"):
+        parse_typestr("|V2", "conv4", "x")
+    with pytest.raises(ValueError, match="needs a byte order"):
+        parse_typestr("|f2", "conv4", "x")  # a float does have one
+
+
 def test_object_dtype_is_used_for_bfloat16():
     buf = np.zeros((2, 3), np.uint16)
     x = FakeCAIWithDevice(cai_of(buf, typestr="<f2"), dtype="torch.bfloat16")
@@ -125,12 +135,23 @@ def test_readonly_flag():
     ((True, False), TypeError, "the pointer must be an int"),
     ((16, 1), TypeError, "the read-only flag must be a bool"),
     ((-8, False), ValueError, "must be >= 0"),
+    ((2**64, False), ValueError, "must be >= 0 and < 2\\*\\*64"),
+    ((2**70 + 16, False), ValueError, "< 2\\*\\*64"),
     ((0, False), ValueError, "only zero-size arrays may use 0"),
 ])
 def test_bad_data_entries(data, error, message):
     a = np.zeros(3, np.float32)
     with pytest.raises(error, match=message):
         parse_cai(cai_of(a, data=data), "conv4", "x")
+
+
+@pytest.mark.parametrize("dtype, offset", [(np.float32, 2), (np.float32, 1), (np.float64, 4), (np.float16, 1)])
+def test_misaligned_pointers_are_refused(dtype, offset):
+    # A misaligned load is a sticky CUDA error that ends the process's CUDA context: refuse it first.
+    a = np.zeros(8, dtype)
+    with pytest.raises(ValueError, match=r"conv4: x has __cuda_array_interface__ data pointer 0x[0-9a-f]+, which is "
+                                         r"not a multiple of the \d-byte float\d+ element \(misaligned\)"):
+        parse_cai(cai_of(a, data=(a.ctypes.data + offset, False)), "conv4", "x")
 
 
 def test_zero_size_array_may_have_null_pointer():
