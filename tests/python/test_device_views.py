@@ -71,38 +71,7 @@ def test_non_arrays_are_refused_by_as_device_view():
         as_device_view([1.0], "conv4", "x")
 
 
-# --- stream arguments ------------------------------------------------------------------------------
-
-class TorchLikeStream:
-    cuda_stream = 0x1234
-
-
-class CupyLikeStream:
-    ptr = 0x5678
-
-
-class CudaPythonLikeStream:  # cuda-python's cudaStream_t converts with int()
-    def __int__(self):
-        return 0x9ABC
-
-
-@pytest.mark.parametrize("stream, handle", [(None, 0), (0, 0), (1, 1), (2, 2), (0xDEAD, 0xDEAD),
-                                            (np.int64(7), 7), (TorchLikeStream(), 0x1234),
-                                            (CupyLikeStream(), 0x5678), (CudaPythonLikeStream(), 0x9ABC)])
-def test_stream_arguments(stream, handle):
-    assert streams.as_handle(stream, "conv4") == handle
-
-
-@pytest.mark.parametrize("stream, error", [(-1, ValueError), (True, TypeError), ("s", TypeError), (1.5, TypeError)])
-def test_bad_stream_arguments(stream, error):
-    with pytest.raises(error, match=r"conv4: stream="):
-        streams.as_handle(stream, "conv4")
-
-
-def test_protocol_spelling_and_identity():
-    assert streams.to_protocol(0) == 1 and streams.to_protocol(2) == 2 and streams.to_protocol(99) == 99
-    assert streams.same(0, 1) and not streams.same(0, 2) and streams.same(77, 77)
-
+# --- stream ordering (stream arguments: test_device_streams.py) ------------------------------------
 
 def test_ordering_is_skipped_without_a_producer_stream_or_on_the_same_stream():
     streams.order_after(5, None, 0)  # no CUDA call: would raise here
