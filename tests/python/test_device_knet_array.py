@@ -1,6 +1,7 @@
 """KnetArray: refusals and GPU-less behaviour here; exports tested on KnetArrays that wrap host
 memory (``KnetArray._wrap``), which are only ever parsed, never computed on."""
 
+import copy
 import gc
 import sys
 import weakref
@@ -259,6 +260,25 @@ def test_array_copy_false_is_refused():
     k, _ = wrapped()
     with pytest.raises(ValueError, match="a copy is always made"):
         k.__array__(copy=False)
+
+
+# --- copy, deepcopy, pickle ------------------------------------------------------------------------
+
+def test_copy_shares_the_memory():
+    k, _ = wrapped((2, 3))
+    shallow = copy.copy(k)
+    assert shallow is not k and shallow._alloc is k._alloc and shallow.shape == k.shape
+
+
+def test_deepcopy_and_pickle_route_through_copy_and_get(monkeypatch):
+    k, host = wrapped((2, 2))
+    made = []
+    monkeypatch.setattr(KnetArray, "copy", lambda self: made.append(self) or "device copy")
+    monkeypatch.setattr(KnetArray, "get", lambda self: host)
+    assert copy.deepcopy(k) == "device copy" and made == [k]
+    assert copy.deepcopy([k, k]) == ["device copy"] * 2 and len(made) == 2  # memo: one copy per object
+    function, arguments = k.__reduce__()
+    assert function is KnetArray and arguments[0] is host and arguments[1:] == (None, 0)
 
 
 def test_view_records_our_stream_as_pending_after_release():

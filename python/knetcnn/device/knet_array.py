@@ -3,6 +3,7 @@
 ``KnetArray(a)`` copies a host array to the GPU, ``k.get()`` / ``np.asarray(k)`` copy it back.
 It exports itself through ``__cuda_array_interface__`` (v3) and DLPack, so CuPy, PyTorch, JAX
 and Numba can use it without a copy. It is not a NumPy clone: no arithmetic or indexing.
+``copy.copy(k)`` shares the memory (like ``reshape``); ``copy.deepcopy(k)`` and pickling copy it.
 
 Memory comes from ``cudaMalloc`` and is freed by a finalizer when the last reference (including
 views from ``reshape`` and exported DLPack tensors) is gone; nothing is freed at interpreter
@@ -207,6 +208,19 @@ class KnetArray:
             rt.memcpy(out.ptr, self.ptr, self.nbytes, rt.MEMCPY_D2D,
                       streams.LEGACY if stream is None else stream, self.device)
         return out
+
+    # copy.copy shares the memory (as reshape does); copy.deepcopy and pickle copy the contents.
+    # Without these, both would copy the slots and a second finalizer would free the memory twice.
+    def __copy__(self) -> "KnetArray":
+        view = object.__new__(KnetArray)
+        view._init(self._alloc, self._shape, self._dtype)
+        return view
+
+    def __deepcopy__(self, memo) -> "KnetArray":
+        return self.copy()
+
+    def __reduce__(self):
+        return (KnetArray, (self.get(), None, self.device))
 
     # --- views --------------------------------------------------------------------------------
     def reshape(self, *shape) -> "KnetArray":
