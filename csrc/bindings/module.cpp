@@ -7,4 +7,5 @@ PYBIND11_MODULE(_knetcnn, m) {
   knetcnn::bindings::register_descriptors(m);
   knetcnn::bindings::register_runtime(m);
   knetcnn::bindings::register_exec(m);
+  knetcnn::bindings::register_dlpack(m);
 }

@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # test helpers (reference, tests
 
 import knetcnn  # noqa: E402
 from tests_gpu_reason import GPU_REASON as GPU_UNAVAILABLE_REASON  # noqa: E402
+from fake_cuda import cuda  # noqa: E402,F401  (the `cuda` fixture: a simulated CUDA runtime)
 
 
 def pytest_collection_modifyitems(config, items):

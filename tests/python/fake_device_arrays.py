@@ -2,7 +2,8 @@
 
 They claim to be CUDA arrays; their pointers are host addresses. They are only ever parsed,
 never computed on. The DLPack fake builds real capsules with its own deleter (independent of
-knetcnn's exporter) and counts how often the deleter runs.
+knetcnn's exporter), counts how often the deleter runs, and fills the structure with 0xFF when it
+does, so that a consumer reading it afterwards gets garbage (and fails a test) instead of stale data.
 """
 
 from __future__ import annotations
@@ -66,7 +67,13 @@ class FakeDLPack:
 
     def _on_delete(self, address):
         self.deleted += 1
-        self._keep.pop(address, None)
+        kept = self._keep.pop(address, None)
+        if kept is not None:  # poison what the consumer may no longer read, as a freeing producer would
+            managed, shape_array, strides_array, _ = kept
+            ctypes.memset(address, 0xFF, ctypes.sizeof(managed))
+            for array in (shape_array, strides_array):
+                if array is not None:
+                    ctypes.memset(ctypes.addressof(array), 0xFF, ctypes.sizeof(array))
 
     def __dlpack_device__(self):
         return self.device

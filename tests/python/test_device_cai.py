@@ -1,11 +1,15 @@
 """__cuda_array_interface__ parsing (versions 0-3), with fake producers over host memory: only
 parsed, never computed on. Every refusal is checked for naming the function and argument."""
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 
 import knetcnn
-from knetcnn.device import as_device_view
+from knetcnn.device import as_device_view, safepoints
+from knetcnn.device import cuda_runtime as rt
 from knetcnn.device.cai import parse_cai, parse_typestr
 
 from fake_device_arrays import FakeCAI, FakeCAIWithDevice, cai_of
@@ -55,7 +59,17 @@ def test_bfloat16_needs_the_object_to_say_so():
         parse_typestr("<V2", "conv4", "x", declared="")
 
 
-def test_object_dtype_is_used_for_bfloat16():
+def test_raw_bytes_without_byte_order_read_like_little_endian_ones():
+    # NumPy spells void types '|V2' (raw bytes have no byte order): the same rules as '<V2'.
+    assert parse_typestr("|V2", "conv4", "x", declared="bfloat16") == "bfloat16"
+    with pytest.raises(TypeError, match=r"conv4: x .*typestr='\|V2' \(2 raw bytes\) and dtype unknown: "
+                                        r"it cannot be told to be bfloat16; pass it through DLPack"):
+        parse_typestr("|V2", "conv4", "x")
+    with pytest.raises(ValueError, match="needs a byte order"):
+        parse_typestr("|f2", "conv4", "x")  # a float does have one
+
+
+def test_object_dtype_is_used_for_bfloat16(cuda):
     buf = np.zeros((2, 3), np.uint16)
     x = FakeCAIWithDevice(cai_of(buf, typestr="<f2"), dtype="torch.bfloat16")
     v = as_device_view(x, "conv4", "x")
@@ -125,12 +139,23 @@ def test_readonly_flag():
     ((True, False), TypeError, "the pointer must be an int"),
     ((16, 1), TypeError, "the read-only flag must be a bool"),
     ((-8, False), ValueError, "must be >= 0"),
+    ((2**64, False), ValueError, "must be >= 0 and < 2\\*\\*64"),
+    ((2**70 + 16, False), ValueError, "< 2\\*\\*64"),
     ((0, False), ValueError, "only zero-size arrays may use 0"),
 ])
 def test_bad_data_entries(data, error, message):
     a = np.zeros(3, np.float32)
     with pytest.raises(error, match=message):
         parse_cai(cai_of(a, data=data), "conv4", "x")
+
+
+@pytest.mark.parametrize("dtype, offset", [(np.float32, 2), (np.float32, 1), (np.float64, 4), (np.float16, 1)])
+def test_misaligned_pointers_are_refused(dtype, offset):
+    # A misaligned load is a sticky CUDA error that ends the process's CUDA context: refuse it first.
+    a = np.zeros(8, dtype)
+    with pytest.raises(ValueError, match=r"conv4: x has __cuda_array_interface__ data pointer 0x[0-9a-f]+, which is "
+                                         r"not a multiple of the \d-byte float\d+ element \(misaligned\)"):
+        parse_cai(cai_of(a, data=(a.ctypes.data + offset, False)), "conv4", "x")
 
 
 def test_zero_size_array_may_have_null_pointer():
@@ -213,13 +238,64 @@ def test_structured_descr_is_refused():
         parse_cai(cai_of(a, descr=[("a", "<f4"), ("b", "<f4")]), "conv4", "x")
 
 
-def test_as_device_view_takes_the_device_from_dlpack_device_and_keeps_the_producer_alive():
+def test_as_device_view_takes_the_device_from_dlpack_device_and_keeps_the_producer_alive(cuda):
+    cuda.devices = 4
     a = np.zeros((2, 3), np.float32)
+    cuda.pointer_devices[a.ctypes.data] = (3, False)
     x = FakeCAIWithDevice(cai_of(a), dlpack_device=(2, 3))
+    ref = weakref.ref(x)
     v = as_device_view(x, "conv4", "x")
     assert v.device == 3 and v.source == "cuda_array_interface" and v.owner is x
+    assert cuda.calls("pointer_device") == [("pointer_device", a.ctypes.data)]  # checked once, a GPU being usable
+    del x
     v.release()
     assert v.owner is None and v.released
+    gc.collect()
+    assert ref() is not None  # kept until our work on it has completed
+    cuda.complete()
+    safepoints.drain()
+    assert ref() is None
+
+
+def test_dlpack_device_and_pointer_must_agree(cuda):
+    cuda.devices = 4
+    a = np.zeros(3, np.float32)
+    cuda.pointer_devices[a.ctypes.data] = (1, False)
+    with pytest.raises(ValueError, match=r"conv4: x \(FakeCAIWithDevice\): __dlpack_device__\(\) says CUDA device 2 "
+                                         r"but its __cuda_array_interface__ pointer is on device 1"):
+        as_device_view(FakeCAIWithDevice(cai_of(a), dlpack_device=(2, 2)), "conv4", "x")
+    cuda.pointer_devices[a.ctypes.data] = None  # host memory
+    with pytest.raises(ValueError, match=r"conv4: x \(FakeCAIWithDevice\): pointer 0x[0-9a-f]+ is not device memory"):
+        as_device_view(FakeCAIWithDevice(cai_of(a), dlpack_device=(2, 1)), "conv4", "x")
+
+
+def test_without_a_usable_gpu_the_pointer_is_not_queried(cuda, monkeypatch):
+    monkeypatch.setattr(rt, "known_device_count", lambda: None)
+    v = as_device_view(FakeCAIWithDevice(cai_of(np.zeros(3, np.float32)), dlpack_device=(2, 5)), "conv4", "x")
+    assert v.device == 5 and cuda.calls("pointer_device") == []
+    v.release(enqueued=False)
+
+
+@pytest.mark.parametrize("devices, device, message", [(2, -1, "reports CUDA device -1: a device ordinal must be >= 0"),
+                                                      (None, -3, "reports CUDA device -3: a device ordinal must be"),
+                                                      (2, 2, "reports CUDA device 2, but 2 GPUs are visible"),
+                                                      (1, 7, "reports CUDA device 7, but 1 GPU is visible")])
+def test_device_ordinals_are_checked(cuda, monkeypatch, devices, device, message):
+    monkeypatch.setattr(rt, "known_device_count", lambda: devices)
+    x = FakeCAIWithDevice(cai_of(np.zeros(3, np.float32)), dlpack_device=(2, device))
+    with pytest.raises(ValueError, match=rf"conv4: x {message}"):
+        as_device_view(x, "conv4", "x")
+
+
+def test_a_zero_size_array_with_a_null_pointer_names_no_device(cuda):
+    empty = cai_of(np.zeros((0, 3), np.float32), data=(0, False))
+    with pytest.raises(ValueError, match=r"conv4: x \(FakeCAI\) is a zero-size array \(shape \(0, 3\)\) with a null "
+                                         r"pointer: it names no device .*knetcnn needs non-empty arrays"):
+        as_device_view(FakeCAI(empty), "conv4", "x")
+    v = as_device_view(FakeCAIWithDevice(empty, dlpack_device=(2, 1)), "conv4", "x")  # the object says
+    assert v.device == 1 and v.size == 0
+    v.release()  # nothing can run on no memory: no event, nothing kept
+    assert cuda.calls("record") == [] and safepoints.pending() == 0
 
 
 def test_as_device_view_needs_cuda_to_find_the_device_of_a_bare_cai_pointer():
@@ -228,7 +304,7 @@ def test_as_device_view_needs_cuda_to_find_the_device_of_a_bare_cai_pointer():
     if not core.device_unavailable_reason(0):
         pytest.skip("a GPU is usable: the pointer query would answer (and reject host memory)")
     x = FakeCAI(cai_of(np.zeros(3, np.float32)))
-    with pytest.raises(knetcnn.DeviceUnavailableError, match="no GPU is usable"):
+    with pytest.raises(knetcnn.DeviceUnavailableError, match="^conv4: x: cudaPointerGetAttributes: no GPU is usable"):
         as_device_view(x, "conv4", "x")
 
 

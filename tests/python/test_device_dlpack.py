@@ -1,24 +1,35 @@
 """DLPack consumption (and the ABI layout), with fake producers that build real capsules over host
-memory but report a CUDA device. The capsules are only parsed, never computed on."""
+memory but report a CUDA device, and a simulated CUDA runtime (the `cuda` fixture). The capsules
+are only parsed, never computed on."""
 
+import contextlib
 import ctypes
 
 import numpy as np
 import pytest
 
-from knetcnn.device import as_device_view, dlpack_abi as abi
+from knetcnn.device import as_device_view, dlpack_abi as abi, safepoints
+from knetcnn.device import cuda_runtime as rt
 from knetcnn.device.dlpack_import import DLPackImport, import_dlpack
 
 from fake_device_arrays import FakeDLPack, dlpack_bfloat16
+
+pytestmark = pytest.mark.usefixtures("cuda")  # importing runs __dlpack__ with the array's device current
 
 
 def test_struct_layouts_match_dlpack_h():
     # 64-bit layouts of dlpack.h v1.x; a mismatch would make every field read garbage.
     assert ctypes.sizeof(abi.DLDevice) == 8 and ctypes.sizeof(abi.DLDataType) == 4
-    assert ctypes.sizeof(abi.DLTensor) == 48 and abi.DLTensor.byte_offset.offset == 40
-    assert ctypes.sizeof(abi.DLManagedTensor) == 64 and abi.DLManagedTensor.deleter.offset == 56
-    assert ctypes.sizeof(abi.DLManagedTensorVersioned) == 80
-    assert abi.DLManagedTensorVersioned.dl_tensor.offset == 32 and abi.VERSIONED_DELETER_OFFSET == 16
+    assert (abi.DLDataType.bits.offset, abi.DLDataType.lanes.offset, abi.DLDevice.device_id.offset) == (1, 2, 4)
+    t = abi.DLTensor
+    assert (t.data.offset, t.device.offset, t.ndim.offset, t.dtype.offset, t.shape.offset, t.strides.offset,
+            t.byte_offset.offset, ctypes.sizeof(t)) == (0, 8, 16, 20, 24, 32, 40, 48)
+    m = abi.DLManagedTensor
+    assert (m.dl_tensor.offset, m.manager_ctx.offset, m.deleter.offset, ctypes.sizeof(m)) == (0, 48, 56, 64)
+    v = abi.DLManagedTensorVersioned
+    assert (v.version.offset, v.manager_ctx.offset, v.deleter.offset, v.flags.offset, v.dl_tensor.offset,
+            ctypes.sizeof(v)) == (0, 8, 16, 24, 32, 80)
+    assert abi.VERSIONED_DELETER_OFFSET == 16 and ctypes.sizeof(abi.DLPackVersion) == 8
 
 
 @pytest.mark.parametrize("versioned", [True, False])
@@ -30,7 +41,7 @@ def test_parse_contiguous(versioned, dtype):
     assert (v.ptr, v.shape, v.strides, v.dtype, v.device) == (a.ctypes.data, (3, 4), (4, 1), np.dtype(dtype).name, 0)
     assert v.source == "dlpack" and not v.readonly and not v.managed
     assert p.deleted == 0  # the view owns the tensor until released
-    v.release()
+    v.release(enqueued=False)  # nothing was enqueued: the deleter runs at once
     assert p.deleted == 1
     v.release()
     assert p.deleted == 1  # exactly once
@@ -139,7 +150,7 @@ def test_legacy_producer_without_max_version():
     p = FakeDLPack(np.zeros(2, np.float32), legacy_only=True)
     v = import_dlpack(p, "conv4", "x", stream=0)
     assert p.calls == [{"stream": 1}] and v.shape == (2,)
-    v.release()
+    v.release(enqueued=False)
     assert p.deleted == 1
 
 
@@ -210,9 +221,24 @@ class _Refuses:
 
 
 def test_producer_refusal_names_the_argument():
-    with pytest.raises(ValueError, match=r"deconv4: w \(_Refuses\): its __dlpack__\(\) refused: BufferError: "
-                                         r"Can't export tensors that require gradient"):
+    # BufferError/TypeError from the producer: the array cannot be exported, a TypeError for the caller.
+    with pytest.raises(TypeError, match=r"deconv4: w \(_Refuses\): its __dlpack__\(\) refused: BufferError: "
+                                        r"Can't export tensors that require gradient") as error:
         as_device_view(_Refuses(), "deconv4", "w")
+    assert isinstance(error.value.__cause__, BufferError)
+
+
+@pytest.mark.parametrize("raised, expected", [(TypeError("unsupported dtype"), TypeError),
+                                              (RuntimeError("CUDA error: out of memory"), ValueError)])
+def test_other_producer_failures_keep_their_cause(raised, expected):
+    class Fails(_Refuses):
+        def __dlpack__(self, **keywords):
+            raise raised
+
+    with pytest.raises(expected, match=rf"conv4: x \(Fails\): its __dlpack__\(\) refused: {type(raised).__name__}: ") \
+            as error:
+        as_device_view(Fails(), "conv4", "x")
+    assert error.value.__cause__ is raised
 
 
 @pytest.mark.parametrize("device", [(2,), "cuda", (2.0, 0), (True, 0)])
@@ -251,5 +277,92 @@ def test_as_device_view_prefers_dlpack_over_cai():
     p = Both(a)
     v = as_device_view(p, "conv4", "x", stream=5)
     assert v.source == "dlpack" and v.consumer_stream == 5 and p.calls[0]["stream"] == 5
-    v.release()
+    v.release(enqueued=False)
     assert p.deleted == 1
+
+
+@pytest.mark.parametrize("dtype, byte_offset", [(np.float32, 2), (np.float64, 4), (np.float16, 1)])
+def test_misaligned_data_is_refused_and_the_deleter_still_runs(dtype, byte_offset):
+    buffer = np.zeros(64, np.uint8)
+    a = np.frombuffer(buffer, dtype, count=4, offset=byte_offset)  # starts mid-element
+    p = FakeDLPack(a, byte_offset=byte_offset)  # data aligned, data + byte_offset not
+    with pytest.raises(ValueError, match=r"conv4: x: the DLPack tensor has data pointer 0x[0-9a-f]+, which is not "
+                                         r"a multiple of the \d-byte float\d+ element \(misaligned\)"):
+        import_dlpack(p, "conv4", "x", stream=0)
+    assert p.deleted == 1
+
+
+def test_a_pointer_past_64_bits_is_refused():
+    p = FakeDLPack(np.zeros(4, np.float32), byte_offset=2**63 + 2**62)
+    with pytest.raises(ValueError, match=r"data pointer \d+: a pointer must be >= 0 and < 2\*\*64"):
+        import_dlpack(p, "conv4", "x", stream=0)
+    assert p.deleted == 1
+
+
+@pytest.mark.parametrize("device, message", [((2, -1), "reports CUDA device -1: a device ordinal must be >= 0"),
+                                             ((13, -2), "reports CUDA device -2"),
+                                             ((2, 2), "reports CUDA device 2, but 2 GPUs are visible")])
+def test_device_ordinals_are_checked_before_calling_the_producer(cuda, device, message):
+    p = FakeDLPack(np.zeros(2, np.float32), device=device)
+    with pytest.raises(ValueError, match=rf"conv4: x {message}"):
+        as_device_view(p, "conv4", "x")
+    assert p.calls == []
+
+
+def test_negative_ordinals_are_refused_even_where_gpus_cannot_be_counted(monkeypatch):
+    monkeypatch.setattr(rt, "known_device_count", lambda: None)
+    with pytest.raises(ValueError, match="reports CUDA device -1: a device ordinal must be >= 0"):
+        as_device_view(FakeDLPack(np.zeros(2, np.float32), device=(2, -1)), "conv4", "x")
+
+
+def test_dlpack_runs_with_the_arrays_device_current(cuda, monkeypatch):
+    # With several GPUs the producer records its ordering events on the current device: it must be the array's.
+    log = []
+
+    @contextlib.contextmanager
+    def using_device(device):
+        log.append(("enter", device))
+        yield
+        log.append(("exit", device))
+
+    class Logged(FakeDLPack):
+        def __dlpack__(self, **keywords):
+            log.append(("__dlpack__", keywords["stream"]))
+            return super().__dlpack__(**keywords)
+
+    monkeypatch.setattr(rt, "using_device", using_device)
+    v = as_device_view(Logged(np.zeros(2, np.float32), device=(2, 1)), "conv4", "x", stream=0x70)
+    assert log == [("enter", 1), ("__dlpack__", 0x70), ("exit", 1)] and v.device == 1
+    v.release(enqueued=False)
+
+
+def test_the_previous_device_is_restored_after_dlpack(cuda):
+    cuda.current = 0
+    v = import_dlpack(FakeDLPack(np.zeros(2, np.float32), device=(2, 1)), "conv4", "x", stream=0)
+    assert cuda.calls("set_device") == [("set_device", 1), ("set_device", 0)] and cuda.current == 0
+    v.release(enqueued=False)
+
+
+def test_the_fake_producer_poisons_its_structure_on_delete():
+    # Guards the fake itself: a consumer reading after the deleter would see 0xFF, not the tensor.
+    p = FakeDLPack(np.zeros(3, np.float32))
+    capsule = p.__dlpack__(stream=1, max_version=(1, 1))
+    imported = DLPackImport(capsule, "conv4", "x")
+    address, size = imported._managed, ctypes.sizeof(abi.DLManagedTensorVersioned)
+    keep = p._keep[address]  # the memory stays allocated, so it can be inspected after the deleter
+    imported.close()
+    assert ctypes.string_at(address, size) == b"\xff" * size
+    del keep
+
+
+def test_deleters_run_only_after_our_work_completes(cuda):
+    p = FakeDLPack(np.zeros(3, np.float32))
+    v = as_device_view(p, "conv4", "x", stream=0x90)
+    v.release()
+    (record,) = cuda.calls("record")
+    assert record[2:] == (0x90, 0) and p.deleted == 0 and safepoints.pending() == 1
+    safepoints.drain()
+    assert p.deleted == 0  # still running
+    cuda.complete(stream=0x90)
+    safepoints.drain()
+    assert p.deleted == 1 and safepoints.pending() == 0

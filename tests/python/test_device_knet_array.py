@@ -1,7 +1,9 @@
 """KnetArray: refusals and GPU-less behaviour here; exports tested on KnetArrays that wrap host
 memory (``KnetArray._wrap``), which are only ever parsed, never computed on."""
 
+import copy
 import gc
+import pickle
 import sys
 import weakref
 
@@ -11,25 +13,11 @@ import pytest
 import knetcnn
 from knetcnn import KnetArray
 from knetcnn._core import core
-from knetcnn.device import as_device_view, dlpack_abi as abi, dlpack_export, dtypes
+from knetcnn.device import as_device_view, dlpack_abi as abi, dtypes, safepoints
 from knetcnn.device.dlpack_import import DLPackImport
 
 NO_GPU = core.device_unavailable_reason(0)
 needs_no_gpu = pytest.mark.skipif(not NO_GPU, reason="checks the behaviour where no GPU is usable")
-
-
-@pytest.fixture(params=["c", "ctypes"])
-def export_mode(request, monkeypatch):
-    """Run a test with each way of producing capsules (C cleanup functions, ctypes callbacks)."""
-    if request.param == "ctypes":
-        monkeypatch.setattr(dlpack_export, "C_FUNCTIONS", None)
-    elif dlpack_export.export_mode() != "c":
-        pytest.skip("C cleanup functions are not available with this NumPy (needs >= 2.1)")
-    return request.param
-
-
-def live_exports():
-    return dlpack_export.live_ctypes_exports()
 
 
 def wrapped(shape=(2, 3), dtype=np.float32):
@@ -114,14 +102,6 @@ def test_cuda_array_interface_export():
                    "version": 3, "stream": None}
 
 
-def test_cuda_array_interface_reports_pending_work_as_a_protocol_stream():
-    k, _ = wrapped()
-    k._alloc.pending_stream = 0  # legacy default: spelled 1 (0 is disallowed)
-    assert k.__cuda_array_interface__["stream"] == 1
-    k._alloc.pending_stream = 0x5000
-    assert k.__cuda_array_interface__["stream"] == 0x5000
-
-
 def test_bfloat16_cai_is_never_float16():
     pytest.importorskip("ml_dtypes")
     host = np.zeros(3, np.uint16)
@@ -129,7 +109,7 @@ def test_bfloat16_cai_is_never_float16():
     assert k.__cuda_array_interface__["typestr"] == "<V2"
 
 
-def test_own_cai_round_trip_through_the_parser():
+def test_own_cai_round_trip_through_the_parser(cuda):
     k, host = wrapped((4, 5), np.float32)
 
     class Exporter:  # only the CAI of the KnetArray, as another library would see it
@@ -149,10 +129,9 @@ def test_dlpack_device():
 
 @pytest.mark.parametrize("max_version, name", [(None, b"dltensor"), ((0, 8), b"dltensor"),
                                                ((1, 0), b"dltensor_versioned"), ((1, 3), b"dltensor_versioned")])
-def test_dlpack_export_consumed_by_our_importer(max_version, name, export_mode):
+def test_dlpack_export_consumed_by_our_importer(max_version, name):
     k, host = wrapped((3, 4), np.float64)
     ref = weakref.ref(k)
-    before = live_exports()
     capsule = k.__dlpack__(max_version=max_version)
     del k
     assert abi.capsule_name(capsule) == name
@@ -162,15 +141,14 @@ def test_dlpack_export_consumed_by_our_importer(max_version, name, export_mode):
     assert (t.dtype.code, t.dtype.bits, t.dtype.lanes) == (2, 64, 1)
     assert [t.shape[i] for i in range(2)] == [3, 4] and [t.strides[i] for i in range(2)] == [4, 1]
     if imported.versioned:
-        assert (imported.struct.version.major, imported.struct.flags) == (1, 0)
-    assert live_exports() == before + (export_mode == "ctypes")
-    assert ref() is not None
+        assert (imported.struct.version.major, imported.struct.version.minor, imported.struct.flags) == (1, 1, 0)
+    assert imported.struct.manager_ctx == id(ref())  # a strong reference to the array
     imported.close()
     gc.collect()
-    assert live_exports() == before and ref() is None
+    assert ref() is None
 
 
-def test_export_keeps_the_array_alive_until_the_deleter_runs(export_mode):
+def test_export_keeps_the_array_alive_until_the_deleter_runs():
     k, host = wrapped()
     ref = weakref.ref(k)
     capsule = k.__dlpack__(max_version=(1, 0))
@@ -183,20 +161,19 @@ def test_export_keeps_the_array_alive_until_the_deleter_runs(export_mode):
     assert ref() is None
 
 
-def test_unconsumed_capsule_runs_the_deleter_when_dropped(export_mode):
+def test_unconsumed_capsule_runs_the_deleter_when_dropped():
     k, _ = wrapped()
     ref = weakref.ref(k)
-    before = live_exports()
     capsule = k.__dlpack__()
     del k
     gc.collect()
-    assert ref() is not None and live_exports() == before + (export_mode == "ctypes")
+    assert ref() is not None
     del capsule  # never consumed: its destructor must call the deleter
     gc.collect()
-    assert ref() is None and live_exports() == before
+    assert ref() is None
 
 
-def test_consumed_capsule_does_not_run_the_deleter_a_second_time(export_mode):
+def test_consumed_capsule_does_not_run_the_deleter_a_second_time():
     k, _ = wrapped()
     count = {"deleted": 0}
     weakref.finalize(k, lambda: count.__setitem__("deleted", count["deleted"] + 1))
@@ -211,16 +188,16 @@ def test_consumed_capsule_does_not_run_the_deleter_a_second_time(export_mode):
     assert count["deleted"] == 1
 
 
-def test_many_exports_and_drops_leave_nothing_behind(export_mode):
+def test_many_exports_and_drops_leave_nothing_behind():
     k, _ = wrapped((8,))
-    before, refcount = live_exports(), sys.getrefcount(k)
+    refcount = sys.getrefcount(k)
     for i in range(200):
         capsule = k.__dlpack__(max_version=(1, 0) if i % 2 else None)
         if i % 3:
             DLPackImport(capsule, "test", "k").close()
         del capsule
     gc.collect()
-    assert live_exports() == before and sys.getrefcount(k) == refcount
+    assert sys.getrefcount(k) == refcount
 
 
 @pytest.mark.parametrize("keywords, error, message", [
@@ -232,12 +209,12 @@ def test_many_exports_and_drops_leave_nothing_behind(export_mode):
     ({"dl_device": (1, 0), "copy": False}, BufferError, "needs a copy to host memory but copy=False"),
     ({"dl_device": (1, 0), "stream": 5}, ValueError, "a kDLCPU export takes stream=None"),
 ])
-def test_dlpack_argument_refusals(keywords, error, message, export_mode):
+def test_dlpack_argument_refusals(keywords, error, message):
     k, _ = wrapped()
-    before = live_exports()
+    refcount = sys.getrefcount(k)
     with pytest.raises(error, match=message):
         k.__dlpack__(**keywords)
-    assert live_exports() == before
+    assert sys.getrefcount(k) == refcount
 
 
 @pytest.mark.parametrize("stream", [None, 1, 2, -1, 0x7000])
@@ -247,25 +224,16 @@ def test_dlpack_export_without_pending_work_needs_no_cuda(stream):
     assert abi.capsule_name(capsule) == b"dltensor"
 
 
-@needs_no_gpu
-def test_dlpack_export_with_pending_work_on_another_stream_orders_it_through_cuda():
-    k, _ = wrapped()
-    k._alloc.pending_stream = 0x7000
-    assert k.__dlpack__(stream=0x7000) is not None  # the same stream: nothing to order
-    assert k.__dlpack__(stream=-1) is not None  # the consumer asked for no synchronization
-    with pytest.raises(knetcnn.DeviceUnavailableError, match="no GPU is usable"):
-        k.__dlpack__(stream=1)  # needs an event: a CUDA call, which fails here
-
-
 def test_a_consumer_failing_mid_import_keeps_its_error_and_releases_the_array():
     # NumPy takes our capsule, then refuses the CUDA device and drops the capsule with its error
-    # set: the cleanup must neither lose that error nor leak the array (needs the C path).
-    if dlpack_export.export_mode() != "c":
-        pytest.skip("needs NumPy >= 2.1 (C cleanup functions)")
+    # set: the cleanup must neither lose that error nor leak the array. What matters is a clean
+    # exception (not a crash or a SystemError about a lost one) and the array freed, whatever
+    # NumPy's class and wording.
     k, _ = wrapped()
     ref = weakref.ref(k)
-    with pytest.raises(RuntimeError, match="Unsupported device"):
+    with pytest.raises(Exception) as error:
         np.from_dlpack(k)
+    assert not isinstance(error.value, SystemError)
     del k
     gc.collect()
     assert ref() is None
@@ -277,19 +245,36 @@ def test_array_copy_false_is_refused():
         k.__array__(copy=False)
 
 
-def test_view_records_our_stream_as_pending_after_release():
-    k, _ = wrapped()
-    v = as_device_view(k, "conv4", "x", stream=0x9000)
-    assert (v.source, v.owner, v.producer_stream, v.consumer_stream) == ("knetarray", k, None, 0x9000)
-    assert k._alloc.pending_stream is None
-    v.release()
-    assert k._alloc.pending_stream == 0x9000 and v.owner is None
-    # The next consumer on another stream is ordered after it: a CUDA call (so, here, an error).
-    if NO_GPU:
-        with pytest.raises(knetcnn.DeviceUnavailableError):
-            as_device_view(k, "conv4", "x", stream=0)
-    v2 = as_device_view(k, "conv4", "x", stream=0x9000)  # the same stream: no call needed
-    assert v2.producer_stream == 0x9000
+# --- copy, deepcopy, pickle ------------------------------------------------------------------------
+
+def test_copy_shares_the_memory_deepcopy_and_pickle_copy_it(cuda):
+    host = np.arange(6, dtype=np.float32).reshape(2, 3)
+    k = KnetArray(host)
+    shallow = copy.copy(k)
+    assert shallow is not k and shallow._alloc is k._alloc and shallow.shape == k.shape
+    deep = copy.deepcopy(k)
+    assert deep._alloc is not k._alloc and deep.ptr != k.ptr
+    np.testing.assert_array_equal(deep.get(), host)
+    back = pickle.loads(pickle.dumps(k))
+    assert back.ptr not in (k.ptr, deep.ptr) and back.device == k.device and back.dtype == k.dtype
+    np.testing.assert_array_equal(back.get(), host)
+    # Each allocation is freed exactly once: no double free from copied slots.
+    ptrs = {k.ptr, deep.ptr, back.ptr}
+    del k, shallow, deep, back
+    gc.collect()
+    safepoints.drain()
+    assert sorted(cuda.freed) == sorted(ptrs)
+
+
+def test_deepcopy_and_pickle_route_through_copy_and_get(monkeypatch):
+    k, host = wrapped((2, 2))
+    made = []
+    monkeypatch.setattr(KnetArray, "copy", lambda self: made.append(self) or "device copy")
+    monkeypatch.setattr(KnetArray, "get", lambda self: host)
+    assert copy.deepcopy(k) == "device copy" and made == [k]
+    assert copy.deepcopy([k, k]) == ["device copy"] * 2 and len(made) == 2  # memo: one copy per object
+    function, arguments = k.__reduce__()
+    assert function is KnetArray and arguments[0] is host and arguments[1:] == (None, 0)
 
 
 # --- GPU tier -------------------------------------------------------------------------------------
@@ -338,6 +323,7 @@ def test_gpu_memory_is_freed_when_dropped():
     free_during, _ = rt.mem_get_info(0)
     del k
     gc.collect()
+    safepoints.collect()  # frees are done at safe points (a main-thread collection is one too)
     free_after, _ = rt.mem_get_info(0)
     assert free_before - free_during >= nbytes
     assert free_after - free_during >= nbytes
@@ -370,19 +356,32 @@ def test_gpu_non_default_stream():
     from knetcnn.device import cuda_runtime as rt
 
     stream = rt.check(cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking), "cudaStreamCreateWithFlags")
-    try:
-        host = _random((64, 64), np.float32)
-        k = KnetArray(host)
-        handle = int(stream)
-        v = as_device_view(k, "test", "k", stream=handle)
-        # Stand-in for a kernel: overwrite on the non-blocking stream, then hand it back.
-        rt.check(cudart.cudaMemsetAsync(v.ptr, 0, v.nbytes, handle), "cudaMemsetAsync")
-        v.release()
-        assert k.__cuda_array_interface__["stream"] == handle
-        assert not k.get().any()  # get() waited for the pending stream
-        assert k.__cuda_array_interface__["stream"] is None
-    finally:
-        rt.check(cudart.cudaStreamDestroy(stream), "cudaStreamDestroy")
+    host = _random((1024, 1024), np.float32)
+    k = KnetArray(host)
+    handle = int(stream)
+    v = as_device_view(k, "test", "k", stream=handle)
+    # Stand-in for a kernel: overwrite on the non-blocking stream, then hand it back.
+    rt.check(cudart.cudaMemsetAsync(v.ptr, 0, v.nbytes, handle), "cudaMemsetAsync")
+    v.release()
+    # The caller's stream may go as soon as the call returns: only our event is kept.
+    rt.check(cudart.cudaStreamDestroy(stream), "cudaStreamDestroy")
+    assert k.__cuda_array_interface__["stream"] in (None, 1)  # 1 while the event is pending
+    assert not k.get().any()  # get() waited for the event
+    assert k.__cuda_array_interface__["stream"] is None
+
+
+@pytest.mark.gpu
+def test_gpu_copy_deepcopy_pickle():
+    host = _random((3, 4), np.float32)
+    k = KnetArray(host)
+    assert copy.copy(k).ptr == k.ptr
+    deep, back = copy.deepcopy(k), pickle.loads(pickle.dumps(k))
+    assert len({k.ptr, deep.ptr, back.ptr}) == 3
+    for other in (deep, back):
+        np.testing.assert_array_equal(other.get(), host)
+    del k, deep, back
+    gc.collect()
+    safepoints.collect()
 
 
 @pytest.mark.gpu

@@ -1,5 +1,6 @@
-"""Entry points (is_device_array, as_device_view, mixed-kind detection), stream arguments and
-ordering, and results in the caller's library (with fake library modules: nothing computes)."""
+"""Entry points (is_device_array, as_device_view, mixed-kind detection) and results in the
+caller's library (with fake library modules and the simulated CUDA runtime: nothing computes).
+Stream arguments are in test_device_streams.py, ordering and lifetimes in test_device_ordering.py."""
 
 import sys
 import types
@@ -11,9 +12,9 @@ import knetcnn
 from knetcnn import KnetArray
 from knetcnn._core import core
 from knetcnn.device import (allocate_like, array_kind, as_device_view, current_stream, finalize_result,
-                            is_device_array, library_of, require_same_kind, streams)
+                            is_device_array, library_of, require_same_kind, safepoints)
 
-from fake_device_arrays import FakeCAI, FakeCAIWithDevice, FakeDLPack, cai_of
+from fake_device_arrays import FakeCAI, FakeDLPack, cai_of
 
 NO_GPU = core.device_unavailable_reason(0)
 
@@ -71,75 +72,6 @@ def test_non_arrays_are_refused_by_as_device_view():
         as_device_view([1.0], "conv4", "x")
 
 
-# --- stream arguments ------------------------------------------------------------------------------
-
-class TorchLikeStream:
-    cuda_stream = 0x1234
-
-
-class CupyLikeStream:
-    ptr = 0x5678
-
-
-class CudaPythonLikeStream:  # cuda-python's cudaStream_t converts with int()
-    def __int__(self):
-        return 0x9ABC
-
-
-@pytest.mark.parametrize("stream, handle", [(None, 0), (0, 0), (1, 1), (2, 2), (0xDEAD, 0xDEAD),
-                                            (np.int64(7), 7), (TorchLikeStream(), 0x1234),
-                                            (CupyLikeStream(), 0x5678), (CudaPythonLikeStream(), 0x9ABC)])
-def test_stream_arguments(stream, handle):
-    assert streams.as_handle(stream, "conv4") == handle
-
-
-@pytest.mark.parametrize("stream, error", [(-1, ValueError), (True, TypeError), ("s", TypeError), (1.5, TypeError)])
-def test_bad_stream_arguments(stream, error):
-    with pytest.raises(error, match=r"conv4: stream="):
-        streams.as_handle(stream, "conv4")
-
-
-def test_protocol_spelling_and_identity():
-    assert streams.to_protocol(0) == 1 and streams.to_protocol(2) == 2 and streams.to_protocol(99) == 99
-    assert streams.same(0, 1) and not streams.same(0, 2) and streams.same(77, 77)
-
-
-def test_ordering_is_skipped_without_a_producer_stream_or_on_the_same_stream():
-    streams.order_after(5, None, 0)  # no CUDA call: would raise here
-    streams.order_after(5, 5, 0)
-    streams.order_after(0, 1, 0)  # 0 and 1 are both the legacy default stream
-
-
-@pytest.mark.skipif(not NO_GPU, reason="checks the error where no GPU is usable")
-def test_ordering_two_streams_needs_cuda_and_says_why_without_it():
-    with pytest.raises(knetcnn.DeviceUnavailableError, match="no GPU is usable"):
-        streams.order_after(5, 6, 0)
-
-
-# --- CAI stream semantics through as_device_view ---------------------------------------------------
-
-def test_cai_on_the_consumer_stream_needs_no_ordering_and_release_needs_none():
-    x = FakeCAIWithDevice(cai_of(np.zeros(3, np.float32), stream=0x700))
-    v = as_device_view(x, "conv4", "x", stream=0x700)
-    assert v.producer_stream == 0x700 and v.consumer_stream == 0x700
-    v.release()
-    assert v.released
-
-
-def test_cai_legacy_stream_matches_our_legacy_default():
-    x = FakeCAIWithDevice(cai_of(np.zeros(3, np.float32), stream=1))
-    v = as_device_view(x, "conv4", "x", stream=None)
-    assert v.producer_stream == 1
-    v.release()
-
-
-@pytest.mark.skipif(not NO_GPU, reason="checks the error where no GPU is usable")
-def test_cai_on_another_stream_is_ordered_with_cuda_events():
-    x = FakeCAIWithDevice(cai_of(np.zeros(3, np.float32), stream=0x700))
-    with pytest.raises(knetcnn.DeviceUnavailableError, match="no GPU is usable"):
-        as_device_view(x, "conv4", "x", stream=0x800)
-
-
 # --- results -------------------------------------------------------------------------------------------
 
 def _fake_type(module: str, name: str = "ndarray"):
@@ -153,6 +85,18 @@ def _fake_type(module: str, name: str = "ndarray"):
 def test_library_of(module, library):
     assert library_of(_fake_type(module)()) == library
     assert library_of(knet()) == "knetcnn"
+
+
+def test_library_of_subclasses():
+    # A user's subclass of torch.Tensor lives in the user's module: its bases say which library it is.
+    class MyTensor(_fake_type("torch._tensor", "Tensor")):
+        pass
+
+    class Deeper(MyTensor):
+        pass
+
+    assert MyTensor.__module__ == __name__ and library_of(Deeper()) == "torch"
+    assert library_of(type("Sub", (_fake_type("cupy._core.core"),), {})()) == "cupy"
 
 
 def test_current_stream_defaults_to_legacy():
@@ -170,63 +114,97 @@ class _Context:
         self.log.append(("exit", self.device))
 
 
+class CupyArray(FakeDLPack):
+    """A FakeDLPack that passes for a cupy.ndarray (by its module), logging its __dlpack__ calls."""
+
+    __module__ = "cupy._core.core"
+    log: list = []
+
+    def __dlpack__(self, **keywords):
+        self.log.append(("__dlpack__", keywords["stream"]))
+        return super().__dlpack__(**keywords)
+
+
 @pytest.fixture
-def fake_cupy(monkeypatch):
+def fake_cupy(monkeypatch, cuda):
     """A stand-in `cupy` module whose arrays are FakeDLPack producers over host memory."""
     log = []
+    state = {"stream": 0x4242}
     cupy = types.ModuleType("cupy")
     cupy.cuda = types.SimpleNamespace(
         Device=lambda device: _Context(log, device),
-        get_current_stream=lambda: types.SimpleNamespace(ptr=0x4242),
+        get_current_stream=lambda: types.SimpleNamespace(ptr=state["stream"]),
     )
 
     def empty(shape, dtype):
         log.append(("empty", shape, dtype))
-        return FakeDLPack(np.zeros(shape, dtype), device=(2, 1))
+        return CupyArray(np.zeros(shape, dtype), device=(2, 1))
 
     cupy.empty = empty
     monkeypatch.setitem(sys.modules, "cupy", cupy)
+    monkeypatch.setattr(CupyArray, "log", log)
     template = _fake_type("cupy._core.core")()
-    return cupy, log, template
+    return cupy, log, template, state
 
 
 def test_current_stream_of_cupy_callers(fake_cupy):
-    _, log, template = fake_cupy
+    _, log, template, _ = fake_cupy
     assert current_stream(template, 1) == 0x4242 and log == [("enter", 1), ("exit", 1)]
 
 
-def test_allocate_like_cupy(fake_cupy):
-    _, log, template = fake_cupy
+def test_allocate_like_cupy(fake_cupy, cuda):
+    _, log, template, _ = fake_cupy
     out, view = allocate_like(template, (2, 3), "float32", 1, stream=0x4242, function="conv4")
-    assert isinstance(out, FakeDLPack) and log == [("enter", 1), ("empty", (2, 3), "float32"), ("exit", 1)]
-    assert (view.shape, view.dtype, view.device, view.source) == ((2, 3), "float32", 1, "dlpack")
-    assert out.calls[0]["stream"] == 0x4242  # handed our stream, as a DLPack consumer must
-    assert finalize_result(out, view, 0x4242) is out and out.deleted == 1
+    # The view is taken inside CuPy's Device context: its __dlpack__ records events on device 1.
+    assert isinstance(out, CupyArray) and log == [("enter", 1), ("empty", (2, 3), "float32"),
+                                                  ("__dlpack__", 0x4242), ("exit", 1)]
+    assert (view.shape, view.dtype, view.device, view.source, view.where) == ((2, 3), "float32", 1, "dlpack",
+                                                                             "conv4: out")
+    assert finalize_result(out, view, 0x4242) is out
+    (record,) = cuda.calls("record")
+    assert record[2:] == (0x4242, 1) and cuda.calls("wait") == []  # CuPy already works on our stream
+    assert out.deleted == 0  # the tensor is kept until our work on it has completed
+    cuda.complete()
+    safepoints.drain()
+    assert out.deleted == 1
+
+
+def test_cupy_results_order_cupys_current_stream_after_our_work(fake_cupy, cuda):
+    _, log, template, state = fake_cupy
+    out, view = allocate_like(template, (2,), "float32", 1, stream=0x5000, function="conv4")
+    state["stream"] = 0x4343  # CuPy's current stream is not the one we ran on
+    finalize_result(out, view, 0x5000)
+    (record,) = cuda.calls("record")
+    assert cuda.calls("wait") == [("wait", 0x4343, record[1], 1)]
 
 
 def test_allocate_like_refuses_bfloat16_for_cupy(fake_cupy):
-    _, _, template = fake_cupy
+    _, _, template, _ = fake_cupy
     with pytest.raises(TypeError, match="conv4: CuPy has no bfloat16 arrays"):
         allocate_like(template, (2,), "bfloat16", 0, function="conv4")
 
 
-def test_allocate_like_torch(monkeypatch):
+def test_allocate_like_torch(monkeypatch, cuda):
     made = []
     torch = types.ModuleType("torch")
     torch.float16, torch.bfloat16 = "torch.float16", "torch.bfloat16"
     torch.cuda = types.SimpleNamespace(current_stream=lambda device: types.SimpleNamespace(cuda_stream=0x77))
+    Tensor = type("Tensor", (FakeDLPack,), {"__module__": "torch"})
 
     def empty(shape, dtype, device):
         made.append((shape, dtype, device))
-        return FakeDLPack(np.zeros(shape, np.uint16), device=(2, 0), code=4 if dtype == "torch.bfloat16" else 2)
+        return Tensor(np.zeros(shape, np.uint16), device=(2, 0), code=4 if dtype == "torch.bfloat16" else 2)
 
     torch.empty = empty
     monkeypatch.setitem(sys.modules, "torch", torch)
     template = _fake_type("torch", "Tensor")()
     assert current_stream(template, 0) == 0x77
-    out, view = allocate_like(template, (4,), "bfloat16", 0, stream=0x77)
+    out, view = allocate_like(template, (4,), "bfloat16", 0, stream=0x99)
     assert made == [((4,), "torch.bfloat16", "cuda:0")] and view.dtype == "bfloat16"
     assert finalize_result(out, view) is out
+    (record,) = cuda.calls("record")
+    # We ran on 0x99; PyTorch's current stream 0x77 must not touch the result before our work is done.
+    assert record[2:] == (0x99, 0) and cuda.calls("wait") == [("wait", 0x77, record[1], 0)]
 
 
 @pytest.mark.skipif(not NO_GPU, reason="checks the error where no GPU is usable")
@@ -235,7 +213,7 @@ def test_allocate_like_knetarray_needs_a_gpu():
         allocate_like(knet(), (2, 2), "float32", 0)
 
 
-def test_finalize_result_hands_jax_callers_a_jax_array(monkeypatch):
+def test_finalize_result_hands_jax_callers_a_jax_array(monkeypatch, cuda):
     converted = []
     jax = types.ModuleType("jax")
     jax.dlpack = types.SimpleNamespace(from_dlpack=lambda obj: converted.append(obj) or "jax array")
@@ -244,22 +222,28 @@ def test_finalize_result_hands_jax_callers_a_jax_array(monkeypatch):
     view = as_device_view(k, "conv4", "y", stream=0x31)
     view.deliver_as = "jax"
     assert finalize_result(k, view, 0x31) == "jax array" and converted == [k]
-    assert k._alloc.pending_stream == 0x31  # JAX's import will be ordered after our work
+    # JAX's import (k.__dlpack__(stream=JAX's stream)) will be ordered after this event.
+    (event,) = k._alloc.pending
+    assert cuda.events[event.handle]["stream"] == 0x31
 
 
-def test_release_runs_every_hook_even_when_one_fails():
+def test_release_runs_every_hook_even_when_one_fails(cuda):
     from knetcnn.device import ArrayView
 
     ran = []
-    v = ArrayView(ptr=0, shape=(0,), strides=(1,), dtype="float32", device=0, owner=object())
+    v = ArrayView(ptr=64, shape=(1,), strides=(1,), dtype="float32", device=0, owner=object(), where="conv4: x")
 
-    def failing(stream):
+    def failing(stream, event):
         ran.append(("failing", stream))
         raise RuntimeError("ordering failed")
 
-    v._on_release.extend([failing, lambda stream: ran.append(("deleter", stream))])
+    v._on_release.extend([failing, lambda stream, event: ran.append(("second", stream))])
+    v._closers.append(lambda: ran.append("deleter"))
     with pytest.raises(RuntimeError, match="ordering failed"):
         v.release(9)
-    assert ran == [("failing", 9), ("deleter", 9)] and v.owner is None and v.released
+    assert ran == [("failing", 9), ("second", 9)] and v.owner is None and v.released
+    assert safepoints.pending() == 1  # the deleter still waits for the work to complete
     v.release(9)  # idempotent: nothing runs twice
-    assert len(ran) == 2
+    cuda.complete()
+    safepoints.drain()
+    assert ran == [("failing", 9), ("second", 9), "deleter"]

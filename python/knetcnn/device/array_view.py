@@ -1,10 +1,10 @@
 """ArrayView: one description of a device array, whatever protocol it came through.
 
-The dispatcher works from views only. A view holds a reference that keeps the memory alive
-(the producer's object, a KnetArray, or an imported DLPack tensor whose deleter has not run yet)
-and the producer's stream, if the producer named one. When the work on the view has been
-enqueued on the consumer's stream, ``release(stream)`` must be called: it orders the producer's
-later work after ours and lets the memory go (for DLPack, by calling the deleter).
+The dispatcher works from views only. A view holds what keeps the memory alive (the producer's
+object, a KnetArray, or an imported DLPack tensor whose deleter has not run yet). Once the work
+on the view has been enqueued, ``release(stream)`` must be called: it records a knetcnn-owned
+event on that stream, orders later work of the producer after it, and keeps the owner alive
+until the event completes (see ``safepoints``); only then does a DLPack deleter run.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from . import cuda_runtime as rt
+from . import events, safepoints, streams
 from .dtypes import ITEMSIZE
 
 
@@ -24,13 +26,17 @@ class ArrayView:
     dtype: str  # "float16", "float32", "float64" or "bfloat16"
     device: int  # CUDA device ordinal
     readonly: bool = False
-    producer_stream: int | None = None  # runtime stream handle the producer may still be using
+    producer_stream: int | None = None  # the producer's stream for this call only; never kept past release
     consumer_stream: int = 0  # the stream this view was prepared for (0: legacy default)
-    owner: Any = None  # keeps the memory alive until release()
+    owner: Any = None  # keeps the memory alive until our work on it has completed
     source: str = ""  # "knetarray", "cuda_array_interface" or "dlpack"
     managed: bool = False  # CUDA managed (unified) memory
     deliver_as: str | None = None  # results.finalize_result: convert the KnetArray for this library
-    _on_release: list[Callable[[int], None]] = field(default_factory=list, repr=False)
+    where: str = ""  # "conv4: x", prefixed to CUDA failures on release
+    # Run on release with (used stream, event recorded there after our work): ordering only.
+    _on_release: list[Callable[[int, Any], None]] = field(default_factory=list, repr=False)
+    # Run once our work has completed (or at once if none was enqueued): e.g. a DLPack deleter.
+    _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
     _released: bool = field(default=False, repr=False)
 
     @property
@@ -61,23 +67,55 @@ class ArrayView:
     def released(self) -> bool:
         return self._released
 
-    def release(self, stream: int | None = None) -> None:
-        """Call once the work using this view is enqueued on ``stream`` (default: the stream it
-        was prepared for). Idempotent. May raise CudaError if ordering the producer fails."""
+    def release(self, stream=None, *, enqueued: bool = True) -> None:
+        """Call once the work using this view is enqueued on ``stream`` (a handle or stream object;
+        default: the stream the view was prepared for), or with ``enqueued=False`` when none was
+        (an error before launch).
+
+        Records a knetcnn-owned event on ``stream``; the release hooks order later work after it
+        (the producer's stream, the caller library's current stream, a KnetArray's pending
+        work); the owner and the closers (DLPack deleters) are kept until the event completes and
+        dropped at a later safe point (see ``safepoints``). Without enqueued work everything is
+        dropped at once and no CUDA call is made. Idempotent. May raise CudaError (prefixed with
+        ``where``) if recording or ordering fails; everything is still released safely.
+        """
         if self._released:
             return
         self._released = True
-        used = self.consumer_stream if stream is None else stream
+        used = self.consumer_stream if stream is None else streams.as_handle(stream, self.where or "release")
         hooks, self._on_release = self._on_release, []
+        closers, self._closers = tuple(self._closers), []
+        owners, self.owner = (self.owner,), None
+        if not enqueued or self.size == 0:  # no work reads or writes it: nothing to wait for
+            _close_now(closers)
+            return
         first_error = None
-        for hook in hooks:  # all of them, even if one fails: a skipped DLPack deleter would leak
+        try:
+            with rt.naming(self.where or "release"):
+                event = events.Event.record(used, self.device)
+        except Exception:
+            safepoints.strand(owners, closers)
+            raise
+        for hook in hooks:  # all of them, even if one fails
             try:
-                hook(used)
+                with rt.naming(self.where or "release"):
+                    hook(used, event)
             except Exception as error:
                 first_error = first_error or error
-        self.owner = None
+        safepoints.keep_until(event, owners, closers)
         if first_error is not None:
             raise first_error
+
+
+def _close_now(closers) -> None:
+    first_error = None
+    for close in closers:
+        try:
+            close()
+        except Exception as error:
+            first_error = first_error or error
+    if first_error is not None:
+        raise first_error
 
 
 def c_contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -1,15 +1,17 @@
 """Parsing ``__cuda_array_interface__`` (versions 0 to 3) into an ArrayView.
 
 The dictionary is validated in full before anything is trusted: required keys (shape, typestr,
-data, version), the typestr (little-endian float16/32/64; bfloat16, see below), byte strides
-(None means C-contiguous; each must be a multiple of the item size and non-negative), no mask,
-and in version 3 the producer's stream. Nothing here dereferences the pointer or calls CUDA.
+data, version), the typestr (little-endian float16/32/64; bfloat16, see below), the pointer
+(below 2**64 and aligned to the element), byte strides (None means C-contiguous; each must be a
+multiple of the item size and non-negative), no mask, and in version 3 the producer's stream.
+Nothing here dereferences the pointer or calls CUDA.
 
 bfloat16 has no typestr of its own. PyTorch >= 2.5 exports it as ``"<f2"``, the same as
-float16, and ml_dtypes-style producers as ``"<V2"`` (2 raw bytes). A typestr can therefore only
-be read as bfloat16 when the object says so itself (its ``dtype`` names bfloat16); ``"<f2"``
-from an object whose dtype says bfloat16 is bfloat16, and ``"<V2"`` from one that does not is
-refused. The entry point prefers DLPack, which names bfloat16 exactly, whenever it is offered.
+float16, and ml_dtypes-style producers as ``"<V2"`` or ``"|V2"`` (2 raw bytes). A typestr can
+therefore only be read as bfloat16 when the object says so itself (its ``dtype`` names
+bfloat16); ``"<f2"`` from an object whose dtype says bfloat16 is bfloat16, and ``"<V2"`` /
+``"|V2"`` from one that does not is refused. The entry point prefers DLPack, which names
+bfloat16 exactly, whenever it is offered.
 """
 
 from __future__ import annotations
@@ -55,12 +57,7 @@ def parse_typestr(typestr, function: str, argument: str, declared: str = "") -> 
     if size > 1 and order == ">":
         raise ValueError(f"{function}: {argument} has __cuda_array_interface__ typestr={typestr!r}: "
                          "big-endian data is not supported (CUDA devices are little-endian)")
-    if size > 1 and order == "|":
-        raise ValueError(f"{function}: {argument} has __cuda_array_interface__ typestr={typestr!r}: "
-                         "a multi-byte type needs a byte order ('<'), not '|'")
-    if kind == "f" and size == 2 and _says_bfloat16(declared):
-        return "bfloat16"  # PyTorch's spelling of bfloat16
-    if kind == "V" and size == 2:
+    if kind == "V" and size == 2:  # raw bytes have no byte order: NumPy spells them '|V2'
         if _says_bfloat16(declared):
             return "bfloat16"
         raise TypeError(
@@ -68,10 +65,25 @@ def parse_typestr(typestr, function: str, argument: str, declared: str = "") -> 
             f"dtype {declared or 'unknown'}: it cannot be told to be bfloat16; pass it through DLPack "
             "(an object with __dlpack__), which names bfloat16 exactly"
         )
+    if size > 1 and order == "|":
+        raise ValueError(f"{function}: {argument} has __cuda_array_interface__ typestr={typestr!r}: "
+                         "a multi-byte type needs a byte order ('<'), not '|'")
+    if kind == "f" and size == 2 and _says_bfloat16(declared):
+        return "bfloat16"  # PyTorch's spelling of bfloat16
     name = _FLOAT_TYPESTRS.get(f"{kind}{size}")
     if name is None:
         raise refuse_dtype(function, argument, f"{_KIND_NAMES.get(kind, kind)}{size * 8} (typestr {typestr!r})")
     return name
+
+
+def check_pointer(ptr: int, itemsize: int, dtype: str, where: str) -> None:
+    """A device address must fit 64 bits and be aligned to its element: a misaligned load is a
+    sticky CUDA error that ends every later CUDA call in the process."""
+    if not 0 <= ptr < 2**64:
+        raise ValueError(f"{where} data pointer {ptr}: a pointer must be >= 0 and < 2**64")
+    if ptr % itemsize:
+        raise ValueError(f"{where} data pointer {ptr:#x}, which is not a multiple of the {itemsize}-byte {dtype} "
+                         "element (misaligned): make an aligned (contiguous) copy first")
 
 
 def _int_tuple(value, function: str, argument: str, key: str) -> tuple[int, ...]:
@@ -131,8 +143,7 @@ def parse_cai(cai, function: str, argument: str, declared: str = "") -> ArrayVie
     if not isinstance(readonly, bool):
         raise TypeError(f"{where} data={data!r}: the read-only flag must be a bool")
     size = math.prod(shape)
-    if ptr < 0:
-        raise ValueError(f"{where} data pointer {ptr}: a pointer must be >= 0")
+    check_pointer(ptr, itemsize, dtype, where)
     if ptr == 0 and size:
         raise ValueError(f"{where} a null data pointer for {size} elements: only zero-size arrays may use 0")
 

@@ -5,17 +5,21 @@ here checks ``err``. Where the failure means no GPU is usable (no driver, no dev
 :class:`knetcnn.DeviceUnavailableError` with the core's reason and what to do; other failures
 raise :class:`knetcnn.CudaError` (``CudaMemoryError`` when out of memory) naming the call.
 Pointers, streams and events are plain Python ints (stream 0 is the legacy default stream).
+
+:func:`naming` prefixes failures with the knetcnn function and argument they were reached from
+("conv4: x: cudaEventRecord failed: ...").
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Iterator
 
 from cuda.bindings import runtime as cudart
 
 from .._core import core
-from .._errors import DeviceUnavailableError, cuda_error
+from .._errors import CudaError, DeviceUnavailableError, cuda_error
 
 _E = cudart.cudaError_t
 # Failures that mean "there is no usable GPU" rather than "this call went wrong".
@@ -76,8 +80,34 @@ def _raise(err, call: str, device: int | None):
     raise cuda_error(f"{call} failed: {name}: {text}; {advice}", int(err), name)
 
 
+@contextlib.contextmanager
+def naming(where: str) -> Iterator[None]:
+    """Prefix CUDA failures raised in the block with ``where`` ("conv4: x"), keeping their class."""
+    try:
+        yield
+    except (CudaError, DeviceUnavailableError) as error:
+        if error.args and isinstance(error.args[0], str) and not error.args[0].startswith(f"{where}: "):
+            error.args = (f"{where}: {error.args[0]}",) + error.args[1:]
+        raise
+
+
 def device_count() -> int:
     return check(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
+
+
+_known_count: int | None = None
+
+
+def known_device_count() -> int | None:
+    """The number of visible GPUs, or None where none is usable (then no ordinal can be checked
+    against hardware). A success is cached: the visible set is fixed once CUDA is initialized."""
+    global _known_count
+    if _known_count is None:
+        try:
+            _known_count = device_count()
+        except (DeviceUnavailableError, CudaError):
+            return None
+    return _known_count
 
 
 def get_device() -> int:
@@ -129,16 +159,78 @@ def stream_synchronize(stream: int, device: int) -> None:
         check(cudart.cudaStreamSynchronize(_stream(stream)), "cudaStreamSynchronize", device)
 
 
-def make_stream_wait(waiting: int, producer: int, device: int) -> None:
-    """Enqueue on ``waiting`` a wait for all work enqueued so far on ``producer`` (an event)."""
+def event_create(device: int) -> int:
+    """A new event without timing (cheaper to record and wait on)."""
     with using_device(device):
-        event = check(cudart.cudaEventCreateWithFlags(cudart.cudaEventDisableTiming), "cudaEventCreateWithFlags", device)
-        try:
-            check(cudart.cudaEventRecord(event, _stream(producer)), "cudaEventRecord", device)
-            check(cudart.cudaStreamWaitEvent(_stream(waiting), event, 0), "cudaStreamWaitEvent", device)
-        finally:
-            # Safe while the wait is pending: the runtime releases the event once it completes.
-            check(cudart.cudaEventDestroy(event), "cudaEventDestroy", device)
+        return int(check(cudart.cudaEventCreateWithFlags(cudart.cudaEventDisableTiming),
+                         "cudaEventCreateWithFlags", device))
+
+
+def event_record(event: int, stream: int, device: int) -> None:
+    with using_device(device):
+        check(cudart.cudaEventRecord(event, _stream(stream)), "cudaEventRecord", device)
+
+
+def event_query(event: int, device: int) -> bool:
+    """Whether all work the event captured has completed (cudaErrorNotReady is not a failure)."""
+    with using_device(device):
+        result = cudart.cudaEventQuery(event)
+    if result[0] == _E.cudaErrorNotReady:
+        return False
+    check(result, "cudaEventQuery", device)
+    return True
+
+
+def event_synchronize(event: int, device: int) -> None:
+    with using_device(device):
+        check(cudart.cudaEventSynchronize(event), "cudaEventSynchronize", device)
+
+
+def event_destroy(event: int, device: int) -> None:
+    with using_device(device):
+        check(cudart.cudaEventDestroy(event), "cudaEventDestroy", device)
+
+
+def stream_wait_event(stream: int, event: int, device: int) -> None:
+    """Work enqueued on ``stream`` from now on waits for what ``event`` captured."""
+    with using_device(device):
+        check(cudart.cudaStreamWaitEvent(_stream(stream), event, 0), "cudaStreamWaitEvent", device)
+
+
+# One scratch event per (thread, device) for make_stream_wait: a wait captures the event's state
+# when it is enqueued, so re-recording is safe; per thread, so two threads never interleave
+# record/wait on one event. When a thread ends its events go to a spare list (no CUDA call
+# there) for the next thread, so a pool of short-lived threads does not leak events.
+_scratch = threading.local()
+_spare: dict[int, list[int]] = {}
+
+
+class _ScratchEvent:
+    __slots__ = ("handle", "device", "spare")
+
+    def __init__(self, device: int):
+        self.spare = _spare  # the list in force now: a handle only returns to where it came from
+        free = self.spare.get(device)
+        self.handle = free.pop() if free else event_create(device)
+        self.device = device
+
+    def __del__(self):
+        if hasattr(self, "handle"):  # not when event_create failed
+            self.spare.setdefault(self.device, []).append(self.handle)
+
+
+def _scratch_event(device: int) -> int:
+    events = _scratch.__dict__.setdefault("events", {})
+    if device not in events:
+        events[device] = _ScratchEvent(device)
+    return events[device].handle
+
+
+def make_stream_wait(waiting: int, producer: int, device: int) -> None:
+    """Enqueue on ``waiting`` a wait for all work enqueued so far on ``producer``."""
+    event = _scratch_event(device)
+    event_record(event, producer, device)
+    stream_wait_event(waiting, event, device)
 
 
 def mem_get_info(device: int) -> tuple[int, int]:

@@ -1,4 +1,5 @@
-"""The DLPack C ABI (dlpack.h, v1.x) as ctypes structures, and the PyCapsule calls we need.
+"""The DLPack C ABI (dlpack.h, v1.x) as ctypes structures, and the PyCapsule calls the importer
+needs (exports are built in C++: ``dlpack_export``).
 
 Only layout and constants live here. Capsule names must stay valid for as long as any capsule
 carries them, including capsules that outlive this module during interpreter shutdown, so they
@@ -104,23 +105,9 @@ def name_ptr(name: bytes) -> int:
     return ctypes.addressof(_NAMES[name])
 
 
-# void destructor(PyObject *capsule): the capsule arrives as a raw address. Taking it as
-# py_object would incref an object that is being deallocated and free it a second time.
-CAPSULE_DESTRUCTOR = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-
-capsule_new = _python_api("PyCapsule_New", ctypes.py_object, ctypes.c_void_p, ctypes.c_void_p, CAPSULE_DESTRUCTOR)
-capsule_is_valid = _python_api("PyCapsule_IsValid", ctypes.c_int, ctypes.py_object, ctypes.c_void_p)
 capsule_get_pointer = _python_api("PyCapsule_GetPointer", ctypes.c_void_p, ctypes.py_object, ctypes.c_void_p)
 capsule_set_name = _python_api("PyCapsule_SetName", ctypes.c_int, ctypes.py_object, ctypes.c_void_p)
 capsule_get_name = _python_api("PyCapsule_GetName", ctypes.c_char_p, ctypes.py_object)
-# The same calls on a capsule known only by address (inside its destructor).
-capsule_is_valid_at = _python_api("PyCapsule_IsValid", ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
-capsule_get_pointer_at = _python_api("PyCapsule_GetPointer", ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
-
-
-def leak_reference(obj) -> None:
-    """Keep ``obj`` alive until the process ends (for callbacks C code may call at any time)."""
-    _incref(obj)
 
 
 def is_capsule(obj) -> bool:

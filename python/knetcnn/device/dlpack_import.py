@@ -3,7 +3,8 @@
 Following the Python specification: ask the producer for a versioned tensor
 (``max_version=(1, 1)``) and fall back to the legacy call on TypeError; pass the stream our work
 will run on (the producer makes it wait for its own pending work); take ownership by renaming
-the capsule to "used_dltensor[_versioned]"; call the tensor's deleter exactly once when done.
+the capsule to "used_dltensor[_versioned]"; call the tensor's deleter exactly once, after our
+work on it has completed (see ``ArrayView.release``).
 
 Every field is validated before it is used, and the only memory read is the structure the
 capsule points to and the shape/strides arrays that structure points to.
@@ -15,14 +16,16 @@ import ctypes
 import math
 import sys
 
+from . import cuda_runtime as rt
 from . import dlpack_abi as abi
 from . import streams
 from .array_view import ArrayView, c_contiguous_strides, canonical_strides
-from .dtypes import DLPACK_CODES, dlpack_type_text, refuse_dtype
+from .cai import check_pointer
+from .dtypes import DLPACK_CODES, ITEMSIZE, dlpack_type_text, refuse_dtype
 
 
 def dlpack_device(obj, function: str, argument: str) -> tuple[int, int]:
-    """``obj.__dlpack_device__()`` as (device type, device id), validated."""
+    """``obj.__dlpack_device__()`` as (device type, device id), validated (a CUDA ordinal too)."""
     try:
         device = obj.__dlpack_device__()
     except Exception as error:
@@ -31,7 +34,20 @@ def dlpack_device(obj, function: str, argument: str) -> tuple[int, int]:
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in device)):
         raise TypeError(f"{function}: {argument}: __dlpack_device__() returned {device!r}, "
                         "not a (device type, device id) pair of ints")
-    return int(device[0]), int(device[1])
+    device_type, device_id = int(device[0]), int(device[1])
+    if device_type in abi.CUDA_DEVICE_TYPES:
+        check_ordinal(device_id, function, argument)
+    return device_type, device_id
+
+
+def check_ordinal(device_id: int, function: str, argument: str) -> None:
+    """A CUDA device ordinal must be >= 0 and, where the GPUs can be counted, below their count."""
+    if device_id < 0:
+        raise ValueError(f"{function}: {argument} reports CUDA device {device_id}: a device ordinal must be >= 0")
+    count = rt.known_device_count()
+    if count is not None and device_id >= count:
+        raise ValueError(f"{function}: {argument} reports CUDA device {device_id}, but {count} "
+                         f"GPU{'s are' if count != 1 else ' is'} visible")
 
 
 def _device_text(device_type: int) -> str:
@@ -125,13 +141,20 @@ def _read_view(imported: DLPackImport, function: str, argument: str) -> ArrayVie
     device_type = tensor.device.device_type
     if device_type not in abi.CUDA_DEVICE_TYPES:
         raise ValueError(f"{where}: the DLPack tensor lives on {_device_text(device_type)}, not a CUDA device")
-    return ArrayView(ptr=data + int(tensor.byte_offset), shape=shape, strides=strides, dtype=dtype,
+    ptr = data + int(tensor.byte_offset)
+    check_pointer(ptr, ITEMSIZE[dtype], dtype, f"{where}: the DLPack tensor has")
+    return ArrayView(ptr=ptr, shape=shape, strides=strides, dtype=dtype,
                      device=int(tensor.device.device_id), readonly=imported.readonly, source="dlpack",
                      managed=device_type == abi.DLDeviceType.kDLCUDAManaged)
 
 
 def _call_dlpack(obj, stream: int, function: str, argument: str):
-    """``obj.__dlpack__`` asking for a versioned tensor first, as the specification recommends."""
+    """``obj.__dlpack__`` asking for a versioned tensor first, as the specification recommends.
+
+    A producer that cannot export (BufferError, TypeError: e.g. a tensor that requires grad, an
+    unsupported dtype) is the caller's mistake, so a TypeError naming the argument; any other
+    failure a ValueError. The producer's exception stays attached as ``__cause__``.
+    """
     protocol_stream = streams.to_protocol(stream)
     try:
         try:
@@ -139,20 +162,25 @@ def _call_dlpack(obj, stream: int, function: str, argument: str):
         except TypeError:  # a producer from before DLPack 1.0 (no max_version keyword)
             return obj.__dlpack__(stream=protocol_stream)
     except Exception as error:
-        raise ValueError(f"{function}: {argument} ({type(obj).__name__}): its __dlpack__() refused: "
-                         f"{type(error).__name__}: {error}") from error
+        kind = TypeError if isinstance(error, (BufferError, TypeError)) else ValueError
+        raise kind(f"{function}: {argument} ({type(obj).__name__}): its __dlpack__() refused: "
+                   f"{type(error).__name__}: {error}") from error
 
 
 def import_dlpack(obj, function: str, argument: str, stream: int) -> ArrayView:
     """A view of a CUDA array offered through DLPack; our work will run on ``stream``.
 
-    The view's owner holds the imported tensor; ``view.release()`` calls its deleter.
+    ``__dlpack__`` runs with the array's device current: the producer records the events that
+    order ``stream`` after its work on the current device. The view's closer calls the tensor's
+    deleter, once ``view.release()`` has seen our work on it complete.
     """
     device_type, device_id = dlpack_device(obj, function, argument)
     if device_type not in abi.CUDA_DEVICE_TYPES:
         raise ValueError(f"{function}: {argument} ({type(obj).__name__}) lives on {_device_text(device_type)}, "
                          "not a CUDA device")
-    imported = DLPackImport(_call_dlpack(obj, stream, function, argument), function, argument)
+    with rt.using_device(device_id):
+        capsule = _call_dlpack(obj, stream, function, argument)
+    imported = DLPackImport(capsule, function, argument)
     try:
         view = _read_view(imported, function, argument)
         if (view.device, int(view.managed)) != (device_id, int(device_type == abi.DLDeviceType.kDLCUDAManaged)):
@@ -161,7 +189,7 @@ def import_dlpack(obj, function: str, argument: str, stream: int) -> ArrayView:
     except BaseException:
         imported.close()
         raise
-    view.owner = (obj, imported)
+    view.owner = obj
     view.consumer_stream = stream
-    view._on_release.append(lambda _stream: imported.close())
+    view._closers.append(imported.close)
     return view

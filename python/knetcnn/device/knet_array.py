@@ -3,54 +3,29 @@
 ``KnetArray(a)`` copies a host array to the GPU, ``k.get()`` / ``np.asarray(k)`` copy it back.
 It exports itself through ``__cuda_array_interface__`` (v3) and DLPack, so CuPy, PyTorch, JAX
 and Numba can use it without a copy. It is not a NumPy clone: no arithmetic or indexing.
+``copy.copy(k)`` shares the memory (like ``reshape``); ``copy.deepcopy(k)`` and pickling copy it.
 
-Memory comes from ``cudaMalloc`` and is freed by a finalizer when the last reference (including
-views from ``reshape`` and exported DLPack tensors) is gone; nothing is freed at interpreter
-exit, when the process's device memory goes anyway. Work is tracked per allocation: the stream
-of the last work knetcnn enqueued on it (``None`` once known complete) is what the interfaces
-report, and what ``get()`` and DLPack consumers are ordered after.
+Memory comes from ``cudaMalloc`` (see ``allocation``): freed once the last reference (including
+views from ``reshape`` and exported DLPack tensors) is gone and the work knetcnn enqueued on it
+has completed, at the next safe point; nothing is freed during interpreter shutdown, when the
+process's device memory goes anyway. Later work, ``get()``, and CUDA Array Interface and DLPack
+consumers are ordered after that pending work.
 """
 
 from __future__ import annotations
 
 import math
 import operator
-import sys
-import weakref
 
 import numpy as np
 
 from . import cuda_runtime as rt
 from . import dlpack_abi as abi
-from . import streams
+from . import events, safepoints, streams
+from .allocation import Allocation, new_allocation
 from .array_view import ArrayView, c_contiguous_strides
 from .dlpack_export import export_capsule
 from .dtypes import ITEMSIZE, dtype_name, numpy_dtype
-
-
-def _free(ptr: int, device: int) -> None:
-    """Finalizer: must never raise (it runs from garbage collection)."""
-    if sys.is_finalizing():
-        return
-    try:
-        rt.free(ptr, device)
-    except Exception:  # a failing cudaFree (context gone, driver torn down) cannot be acted on here
-        pass
-
-
-class _Allocation:
-    """One cudaMalloc block, shared by a KnetArray and its reshaped views."""
-
-    __slots__ = ("ptr", "nbytes", "device", "pending_stream", "owner", "_finalizer", "__weakref__")
-
-    def __init__(self, ptr: int, nbytes: int, device: int, owns: bool, owner=None):
-        self.ptr, self.nbytes, self.device = ptr, nbytes, device
-        self.owner = owner  # for memory this allocation does not own: what keeps it alive
-        self.pending_stream: int | None = None  # stream of the last enqueued work, None if none
-        self._finalizer = None
-        if owns and ptr:
-            self._finalizer = weakref.finalize(self, _free, ptr, device)
-            self._finalizer.atexit = False
 
 
 def _is_device_object(obj) -> bool:
@@ -115,11 +90,12 @@ class KnetArray:
         name = dtype_name(host.dtype if dtype is None else dtype, function)
         host = np.ascontiguousarray(host, dtype=numpy_dtype(name, function))
         rt.require_device(device, function)
-        self._init(_new_allocation(host.nbytes, device), host.shape, name)
+        safepoints.drain()
+        self._init(new_allocation(host.nbytes, device), host.shape, name)
         if host.nbytes:
             rt.memcpy(self._alloc.ptr, host.ctypes.data, host.nbytes, rt.MEMCPY_H2D, streams.LEGACY, device)
 
-    def _init(self, alloc: _Allocation, shape: tuple[int, ...], name: str) -> None:
+    def _init(self, alloc: Allocation, shape: tuple[int, ...], name: str) -> None:
         self._alloc, self._shape, self._dtype = alloc, tuple(shape), name
 
     @classmethod
@@ -127,7 +103,7 @@ class KnetArray:
         """A KnetArray over memory it does not own (kept alive through ``owner``). For views and tests."""
         self = object.__new__(cls)
         name = dtype_name(dtype, "KnetArray")
-        self._init(_Allocation(ptr, math.prod(shape) * ITEMSIZE[name], device, owns=False, owner=owner),
+        self._init(Allocation(ptr, math.prod(shape) * ITEMSIZE[name], device, owns=False, owner=owner),
                    tuple(shape), name)
         return self
 
@@ -140,8 +116,9 @@ class KnetArray:
         if name == "bfloat16":
             numpy_dtype(name, function)  # refuse early without ml_dtypes: get() could not return it
         rt.require_device(device, function)
+        safepoints.drain()
         self = object.__new__(cls)
-        self._init(_new_allocation(math.prod(shape) * ITEMSIZE[name], device), shape, name)
+        self._init(new_allocation(math.prod(shape) * ITEMSIZE[name], device), shape, name)
         return self
 
     @classmethod
@@ -150,7 +127,7 @@ class KnetArray:
         self = cls.empty(shape, dtype, device)
         if self.nbytes:
             rt.memset_async(self.ptr, 0, self.nbytes, streams.LEGACY, self.device)
-            self._alloc.pending_stream = streams.LEGACY
+            self._alloc.add(events.Event.record(streams.LEGACY, self.device))
         return self
 
     # --- properties -------------------------------------------------------------------------
@@ -186,10 +163,10 @@ class KnetArray:
         out = np.empty(self._shape, dtype=numpy_dtype(self._dtype, "KnetArray.get"))
         if out.nbytes:
             rt.require_device(self.device, "KnetArray.get")
-            stream = self._alloc.pending_stream
-            rt.memcpy(out.ctypes.data, self.ptr, out.nbytes, rt.MEMCPY_D2H,
-                      streams.LEGACY if stream is None else stream, self.device)
-            self._alloc.pending_stream = None
+            with rt.naming("KnetArray.get"):
+                safepoints.drain()
+                self._alloc.wait()
+                rt.memcpy(out.ctypes.data, self.ptr, out.nbytes, rt.MEMCPY_D2H, streams.LEGACY, self.device)
         return out
 
     def __array__(self, dtype=None, copy=None):
@@ -200,13 +177,26 @@ class KnetArray:
         return out if dtype is None else out.astype(dtype, copy=False)
 
     def copy(self) -> "KnetArray":
-        """A new device array with the same contents."""
+        """A new device array with the same contents (copied once pending work has completed)."""
         out = KnetArray.empty(self._shape, self._dtype, self.device)
         if self.nbytes:
-            stream = self._alloc.pending_stream
-            rt.memcpy(out.ptr, self.ptr, self.nbytes, rt.MEMCPY_D2D,
-                      streams.LEGACY if stream is None else stream, self.device)
+            with rt.naming("KnetArray.copy"):
+                self._alloc.order(streams.LEGACY)
+                rt.memcpy(out.ptr, self.ptr, self.nbytes, rt.MEMCPY_D2D, streams.LEGACY, self.device)
         return out
+
+    # copy.copy shares the memory (as reshape does); copy.deepcopy and pickle copy the contents.
+    # Without these, both would copy the slots and a second finalizer would free the memory twice.
+    def __copy__(self) -> "KnetArray":
+        view = object.__new__(KnetArray)
+        view._init(self._alloc, self._shape, self._dtype)
+        return view
+
+    def __deepcopy__(self, memo) -> "KnetArray":
+        return self.copy()
+
+    def __reduce__(self):
+        return (KnetArray, (self.get(), None, self.device))
 
     # --- views --------------------------------------------------------------------------------
     def reshape(self, *shape) -> "KnetArray":
@@ -235,7 +225,12 @@ class KnetArray:
     # --- interchange --------------------------------------------------------------------------
     @property
     def __cuda_array_interface__(self) -> dict:
-        stream = self._alloc.pending_stream
+        # Pending work is exported as the legacy default stream made to wait for it: the consumer
+        # orders itself after that stream, and no stream of ours or a caller's is handed out.
+        stream = None
+        if self._alloc.outstanding():
+            self._alloc.order(streams.LEGACY)
+            stream = streams.PROTOCOL_LEGACY
         return {
             "shape": self._shape,
             # bfloat16 has no typestr; "<V2" (ml_dtypes' spelling) at least never reads as float16.
@@ -243,7 +238,7 @@ class KnetArray:
             "data": (self.ptr if self.size else 0, False),
             "strides": None,
             "version": 3,
-            "stream": None if stream is None else streams.to_protocol(stream),
+            "stream": stream,
         }
 
     def __dlpack_device__(self) -> tuple[abi.DLDeviceType, int]:
@@ -280,29 +275,19 @@ class KnetArray:
                               "or to kDLCPU (a host copy) only")
         source = self.copy() if copy else self
         if stream != -1:
-            consumer = streams.LEGACY if stream is None else stream
-            pending = source._alloc.pending_stream
-            streams.order_after(consumer, pending, self.device)
+            source._alloc.order(streams.LEGACY if stream is None else stream)
         return export_capsule(ptr=source.ptr, shape=source.shape, strides=c_contiguous_strides(source.shape),
                               dtype=source._dtype, device_type=abi.DLDeviceType.kDLCUDA, device_id=source.device,
                               owner=source, versioned=versioned, copied=bool(copy))
 
     # --- for the dispatcher -----------------------------------------------------------------------
     def _view(self, stream: int) -> ArrayView:
-        """A view for work on ``stream``, ordered after the work pending on this array."""
+        """A view for work on ``stream``, ordered after the work pending on this array; on
+        release, the event recorded after our work joins the pending work."""
         alloc = self._alloc
-        streams.order_after(stream, alloc.pending_stream, alloc.device)
+        alloc.order(stream)
         view = ArrayView(ptr=self.ptr, shape=self._shape, strides=c_contiguous_strides(self._shape),
-                         dtype=self._dtype, device=alloc.device, producer_stream=alloc.pending_stream,
-                         consumer_stream=stream, owner=self, source="knetarray")
-
-        def record(used_stream: int) -> None:  # our work is now the pending work on this memory
-            alloc.pending_stream = used_stream
-
-        view._on_release.append(record)
+                         dtype=self._dtype, device=alloc.device, consumer_stream=stream, owner=self,
+                         source="knetarray")
+        view._on_release.append(lambda used, event: alloc.add(event))
         return view
-
-
-def _new_allocation(nbytes: int, device: int) -> _Allocation:
-    ptr = rt.malloc(nbytes, device) if nbytes else 0
-    return _Allocation(ptr, nbytes, device, owns=True)

@@ -12,11 +12,12 @@ import numpy as np
 
 from . import cuda_runtime as rt
 from . import dlpack_abi as abi
-from . import streams
+from . import safepoints, streams
 from .array_view import ArrayView
 from .cai import declared_dtype_name, parse_cai
 from .dlpack_import import dlpack_device, import_dlpack
 from .knet_array import KnetArray
+from .libraries import order_library_after
 
 _HOST_DLPACK_DEVICES = (abi.DLDeviceType.kDLCPU, abi.DLDeviceType.kDLCUDAHost)
 
@@ -79,18 +80,30 @@ def require_same_kind(function: str, arrays: dict[str, object]) -> str:
     return next(iter(kinds.values()), "host")
 
 
-def _cai_device(obj, ptr: int, function: str, argument: str) -> tuple[int, bool]:
-    """The device of CAI memory: from the object if it says (no CUDA call), else from the pointer."""
+def _cai_device(obj, view: ArrayView, function: str, argument: str) -> tuple[int, bool]:
+    """The device of CAI memory: what the object says through ``__dlpack_device__``, checked
+    against the pointer where a GPU is usable (one cudaPointerGetAttributes), else the pointer's."""
+    said = None
     if getattr(type(obj), "__dlpack_device__", None) is not None:
         device_type, device_id = dlpack_device(obj, function, argument)
         if device_type in abi.CUDA_DEVICE_TYPES:
-            return device_id, device_type == abi.DLDeviceType.kDLCUDAManaged
-    if ptr == 0:  # a zero-size array: no memory to ask about
-        return 0, False
+            said = device_id, device_type == abi.DLDeviceType.kDLCUDAManaged
+    if view.ptr == 0:  # a zero-size array: no memory to ask about
+        if said is not None:
+            return said
+        raise ValueError(f"{function}: {argument} ({type(obj).__name__}) is a zero-size array (shape {view.shape}) "
+                         "with a null pointer: it names no device (no memory to ask CUDA about); knetcnn needs "
+                         "non-empty arrays")
+    if said is not None and rt.known_device_count() is None:
+        return said  # no GPU usable: the pointer cannot be asked (and nothing will run on it)
     try:
-        return rt.pointer_device(ptr)
+        found = rt.pointer_device(view.ptr)
     except ValueError as error:
         raise ValueError(f"{function}: {argument} ({type(obj).__name__}): {error}") from None
+    if said is not None and found[0] != said[0]:
+        raise ValueError(f"{function}: {argument} ({type(obj).__name__}): __dlpack_device__() says CUDA device "
+                         f"{said[0]} but its __cuda_array_interface__ pointer is on device {found[0]}")
+    return found
 
 
 def _from_cai(obj, function: str, argument: str, stream: int) -> ArrayView:
@@ -100,28 +113,36 @@ def _from_cai(obj, function: str, argument: str, stream: int) -> ArrayView:
         raise ValueError(f"{function}: {argument} ({type(obj).__name__}): its __cuda_array_interface__ "
                          f"refused: {type(error).__name__}: {error}") from error
     view = parse_cai(cai, function, argument, declared_dtype_name(obj))
-    view.device, view.managed = _cai_device(obj, view.ptr, function, argument)
+    view.device, view.managed = _cai_device(obj, view, function, argument)
     view.consumer_stream = stream
     view.owner = obj  # the interface holds no reference of its own: keep the producer alive
     producer, device = view.producer_stream, view.device
     # Consume on our stream: it waits for the producer's, and on release the producer's waits for ours.
     streams.order_after(stream, producer, device)
-    view._on_release.append(lambda used: streams.order_after(producer, used, device) if producer else None)
+    if producer is not None:
+        view._on_release.append(lambda used, event: None if streams.same(producer, used) else event.wait_on(producer))
     return view
 
 
 def as_device_view(obj, function: str, argument: str, stream=None) -> ArrayView:
     """An ArrayView of device array ``obj`` for work that will run on ``stream``.
 
-    ``function``/``argument`` name the caller in error messages. ``stream``: None (legacy
-    default), a handle, or a CuPy/PyTorch/cuda-python stream. Work enqueued on ``stream`` after
-    this returns is ordered after the producer's pending work. Call ``view.release(stream)`` once
-    the work is enqueued. Raises TypeError/ValueError for arrays knetcnn cannot use.
-
-    With several GPUs, make the array's device current first: DLPack producers record the
-    events that order ``stream`` after their work on the current device.
+    ``function``/``argument`` name the caller in error messages (CUDA failures too). ``stream``:
+    None (legacy default), a handle, or a stream object (see ``streams.as_handle``). Work enqueued
+    on ``stream`` after this returns is ordered after the producer's pending work. Call
+    ``view.release(stream)`` once the work is enqueued (``enqueued=False`` if it never was).
+    Raises TypeError/ValueError for arrays knetcnn cannot use. A safe point (``safepoints``).
     """
     handle = streams.as_handle(stream, function)
+    where = f"{function}: {argument}"
+    with rt.naming(where):
+        safepoints.drain()
+        view = _view_of(obj, function, argument, handle)
+    view.where = where
+    return view
+
+
+def _view_of(obj, function: str, argument: str, handle: int) -> ArrayView:
     if isinstance(obj, KnetArray):
         return obj._view(handle)
     if abi.is_capsule(obj):
@@ -132,7 +153,9 @@ def as_device_view(obj, function: str, argument: str, stream=None) -> ArrayView:
         raise TypeError(f"{function}: {argument} ({type(obj).__name__}) is not on a CUDA device (DLPack device "
                         f"type {device_type}); pass NumPy arrays for the CPU backend, or copy it to the GPU")
     if device_type is not None and hasattr(obj, "__dlpack__"):
-        return import_dlpack(obj, function, argument, handle)
+        view = import_dlpack(obj, function, argument, handle)
+        order_library_after(view, obj)
+        return view
     if _has_cai(obj):
         return _from_cai(obj, function, argument, handle)
     raise TypeError(f"{function}: {argument} is a {type(obj).__name__}, not a device array (a KnetArray, or an "
