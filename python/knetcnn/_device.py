@@ -50,7 +50,7 @@ def _device_of(obj, op: str) -> int:
     if hasattr(obj, "__dlpack_device__"):
         return int(obj.__dlpack_device__()[1])
     view = device.as_device_view(obj, op, "x", stream=None)  # CUDA Array Interface: ask the pointer
-    view.release()
+    view.release(enqueued=False)
     return view.device
 
 
@@ -67,6 +67,7 @@ def _device_backend_call(op: str, arrays: tuple, geometry, alpha: float, stream=
     dev = _device_of(template, op)
     work_stream = device.current_stream(template, dev) if stream is None else stream
     views = {}
+    out_view = None
     try:
         for name in reads:
             views[name] = device.as_device_view(named[name], op, name, work_stream)
@@ -77,13 +78,20 @@ def _device_backend_call(op: str, arrays: tuple, geometry, alpha: float, stream=
         dtype = next(iter(views.values())).dtype
         shape = getattr(geometry, result_field)
         out, out_view = device.allocate_like(template, shape, dtype, dev, work_stream, function=op)
-        handle = out_view.consumer_stream
-        execute = getattr(core, f"exec_{op}")
         strides = {f"{n}_strides": v.strides for n, v in views.items()}
         strides[f"{result_name}_strides"] = out_view.strides
-        execute(geometry, dtype, *(views[n].ptr for n in reads), out_view.ptr,
-                alpha=alpha, device=dev, stream=handle, **strides)
-    finally:
-        for v in views.values():
-            v.release()
-    return device.finalize_result(out, out_view)
+        getattr(core, f"exec_{op}")(geometry, dtype, *(views[n].ptr for n in reads), out_view.ptr, alpha=alpha,
+                                    device=dev, stream=out_view.consumer_stream, **strides)
+    except BaseException:
+        # Some work may have been enqueued before the failure: release as if it had been (the
+        # inputs stay alive until the stream passes this point), never masking the real error.
+        for v in (*views.values(), out_view):
+            if v is not None:
+                try:
+                    v.release(work_stream)
+                except Exception:  # noqa: BLE001 - the original error is the one to report
+                    v.release(enqueued=False)
+        raise
+    for v in views.values():
+        v.release(work_stream)
+    return device.finalize_result(out, out_view, work_stream)
