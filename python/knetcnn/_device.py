@@ -11,7 +11,10 @@ suite exercises it where one exists.
 
 from __future__ import annotations
 
+import contextlib
+
 from . import device
+from .device import cuda_runtime as _runtime
 from ._core import core
 
 # For each op: the array arguments the core reads, in the core's pointer order, the name of the
@@ -60,7 +63,7 @@ def _device_backend_call(op: str, arrays: tuple, geometry, alpha: float, stream=
     ``stream``: None for the caller library's current stream (CuPy, PyTorch; the legacy default
     stream otherwise), or an explicit stream (handle, CuPy/PyTorch stream object).
     """
-    device.require_device(0, op)  # any usable GPU at all; says why not before touching the arrays
+    _runtime.require_device(0, op)  # any usable GPU at all; says why not before touching the arrays
     named = _named(op, arrays)
     reads, result_name, result_field = _PLAN[op]
     template = _template(named)
@@ -87,10 +90,8 @@ def _device_backend_call(op: str, arrays: tuple, geometry, alpha: float, stream=
         # inputs stay alive until the stream passes this point), never masking the real error.
         for v in (*views.values(), out_view):
             if v is not None:
-                try:
+                with contextlib.suppress(Exception):  # release() still lets go; report the real error
                     v.release(work_stream)
-                except Exception:  # noqa: BLE001 - the original error is the one to report
-                    v.release(enqueued=False)
         raise
     for v in views.values():
         v.release(work_stream)
