@@ -44,16 +44,19 @@ SHAPE_ONLY = {"conv4x": {"x": "input_shape"}, "conv4w": {"w": "filter_shape"}, "
               "deconv4x": {"x": "output_shape"}, "unpoolx": {"x": "output_shape", "y": "input_shape"}}
 
 
-def host_array(ptr, shape, strides, dtype):
-    """The simulated device memory at `ptr` as a NumPy view (strides in elements)."""
+def host_array(cuda, ptr, shape, strides, dtype):
+    """The simulated device memory at `ptr` as a NumPy view (strides in elements); refuses to read
+    past the simulated allocation (a wrong shape would otherwise read stray host memory)."""
     itemsize = np.dtype(dtype).itemsize
     span = 1 + sum((n - 1) * s for n, s in zip(shape, strides)) if all(shape) else 0
+    assert ptr in cuda.buffers, f"pointer {ptr:#x} is not the start of a simulated allocation"
+    assert span * itemsize <= len(cuda.buffers[ptr]), f"shape {shape} runs past the allocation"
     buf = (ctypes.c_char * (span * itemsize)).from_address(ptr)
     flat = np.frombuffer(buf, dtype=dtype)
     return np.lib.stride_tricks.as_strided(flat, shape, tuple(s * itemsize for s in strides))
 
 
-def fake_exec(op, calls):
+def fake_exec(cuda, op, calls):
     inputs, result_field = CONTRACT[op]
 
     def run(geometry, dtype, *ptrs, alpha=1.0, beta=0.0, device=0, stream=0, **strides):
@@ -62,12 +65,12 @@ def fake_exec(op, calls):
         arrays = {}
         for (name, field), ptr in zip(inputs, ptrs):
             shape = getattr(geometry, field)
-            arrays[name] = host_array(ptr, shape, strides[f"{name}_strides"], dtype)
+            arrays[name] = host_array(cuda, ptr, shape, strides[f"{name}_strides"], dtype)
         for name, field in SHAPE_ONLY.get(op, {}).items():
             arrays[name] = np.zeros(getattr(geometry, field), dtype)
         result = cpu.run(op, tuple(arrays[n] for n in CPU_ARGS[op]), geometry, alpha)
         out_name = [k for k in strides if k.split("_")[0] not in arrays][0]
-        out = host_array(ptrs[-1], getattr(geometry, result_field), strides[out_name], dtype)
+        out = host_array(cuda, ptrs[-1], getattr(geometry, result_field), strides[out_name], dtype)
         out[...] = result
         calls.append(dict(op=op, device=device, stream=stream, alpha=alpha))
 
@@ -78,7 +81,7 @@ def fake_exec(op, calls):
 def exec_calls(cuda, monkeypatch):  # noqa: F811 - the fixture above
     calls = []
     for op in CONTRACT:
-        monkeypatch.setattr(core, f"exec_{op}", fake_exec(op, calls))
+        monkeypatch.setattr(core, f"exec_{op}", fake_exec(cuda, op, calls))
     return calls
 
 
