@@ -105,8 +105,10 @@ std::string conv_algo_key(const ConvProblem& p) {
 
 std::string cuda_device_signature(int device) {
   cudaDeviceProp prop{};
-  if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
-    cudaGetLastError();
+  const cudaError_t pending = cudaPeekAtLastError();
+  const cudaError_t status = cudaGetDeviceProperties(&prop, device);
+  if (status != cudaSuccess) {
+    if (pending == cudaSuccess) cudaGetLastError();  // ours only (cudnn_check.hpp)
     return "";
   }
   return std::string(prop.name) + "|sm_" + std::to_string(prop.major) + std::to_string(prop.minor);

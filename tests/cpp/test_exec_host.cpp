@@ -411,3 +411,38 @@ TEST_F(ExecErrors, WithoutAGpuEveryOpSaysWhyAndHowToFixIt) {
     }
   }
 }
+
+// ---- cuDNN's last-error text is cleared before the calls whose failures we report ----
+
+TEST(CudnnLastError, ReadingClearsItAndCheckedCallsDoNotReportAStaleOne) {
+  cudnnTensorDescriptor_t desc = nullptr;
+  ASSERT_EQ(cudnnCreateTensorDescriptor(&desc), CUDNN_STATUS_SUCCESS);
+  const int bad_dims[4] = {-1, 2, 3, 4}, strides[4] = {24, 12, 4, 1};
+  // An expected failure elsewhere leaves an explanation behind; a success does not clear it.
+  ASSERT_NE(cudnnSetTensorNdDescriptor(desc, CUDNN_DATA_FLOAT, 4, bad_dims, strides), CUDNN_STATUS_SUCCESS);
+  const int good_dims[4] = {1, 2, 3, 4};
+  ASSERT_EQ(cudnnSetTensorNdDescriptor(desc, CUDNN_DATA_FLOAT, 4, good_dims, strides), CUDNN_STATUS_SUCCESS);
+  const std::string stale = cudnn_last_error();
+  EXPECT_NE(stale.find("-1"), std::string::npos) << "cuDNN kept no message: '" << stale << "'";
+  // Reading it cleared it (the behaviour cudnn_clear_last_error relies on).
+  EXPECT_EQ(cudnn_last_error(), "");
+  ASSERT_NE(cudnnSetTensorNdDescriptor(desc, CUDNN_DATA_FLOAT, 4, bad_dims, strides), CUDNN_STATUS_SUCCESS);
+  cudnn_clear_last_error();
+  EXPECT_EQ(cudnn_last_error(), "");
+
+  // A later checked call that fails for another reason reports its own explanation only.
+  ASSERT_NE(cudnnSetTensorNdDescriptor(desc, CUDNN_DATA_FLOAT, 4, bad_dims, strides), CUDNN_STATUS_SUCCESS);
+  const int zero_dims[4] = {1, 0, 3, 4};
+  try {
+    KNETCNN_CUDNN(cudnnSetTensorNdDescriptor(desc, CUDNN_DATA_FLOAT, 4, zero_dims, strides));
+    ADD_FAILURE() << "a zero size was accepted";
+  } catch (const CudnnError& e) {
+    const std::string message = e.what();
+    EXPECT_EQ(message.find("invalid size -1"), std::string::npos) << "stale explanation: " << message;
+    EXPECT_EQ(e.function(), "cudnnSetTensorNdDescriptor");
+  }
+  cudnnDestroyTensorDescriptor(desc);
+}
+
+// ---- ranges and overflow, before any device ----
+
