@@ -446,3 +446,29 @@ TEST(CudnnLastError, ReadingClearsItAndCheckedCallsDoNotReportAStaleOne) {
 
 // ---- ranges and overflow, before any device ----
 
+TEST(Overflow, CudnnIntArithmeticIsRefusedByTheGeometry) {
+  const int64_t big = kMaxDescriptorInt;
+  auto conv = [](int64_t padding, int64_t dilation) {
+    ConvOptions o;
+    o.padding = AxisArg::all(padding);
+    o.dilation = AxisArg::all(dilation);
+    return o;
+  };
+  // X + 2*padding past 2^31 - 1: cuDNN would compute it in an int.
+  expect_value_error([&] { conv4_geometry("conv4", {1, 1, 3}, {1, 1, big - 10}, conv(6, 1)); },
+                     {"conv4: padding=6", "X + 2*padding must be <= 2147483647", "32-bit"});
+  EXPECT_NO_THROW(conv4_geometry("conv4", {1, 1, 3}, {1, 1, big - 10}, conv(5, 1)));
+  // The dilated kernel past 2^31 - 1.
+  expect_value_error([&] { conv4_geometry("conv4", {1, 1, 3}, {1, 1, 8}, conv(0, int64_t{1} << 30)); },
+                     {"conv4: dilation=1073741824", "(K-1)*dilation + 1 must be <= 2147483647"});
+  // deconv4: its result is cuDNN's input, and cuDNN pads that.
+  ConvOptions d = conv(2, 1);
+  expect_value_error([&] { deconv4_geometry("deconv4", {1, 1, 3}, {1, 1, big - 1}, d); },
+                     {"deconv4: padding=2", "X + 2*padding"});
+  // Pooling and unpooling.
+  PoolOptions p = pool_opts(3, 2, 1, 0);
+  expect_value_error([&] { pool_geometry("pool", {1, 1, big - 2}, p); }, {"pool: padding=2", "32-bit"});
+  PoolOptions u = pool_opts(5, 2, 1, 1);
+  expect_value_error([&] { unpool_geometry("unpool", {1, 1, big - 2}, u); }, {"unpool: padding=2", "32-bit"});
+}
+

@@ -94,3 +94,11 @@ def test_docstrings_say_which_pointer_is_which():
     for name in ("conv4", "conv4x", "conv4w", "deconv4", "deconv4w", "deconv4x", "pool", "poolx", "unpool",
                  "unpoolx"):
         assert "DeviceUnavailableError" in getattr(core, "exec_" + name).__doc__
+
+
+def test_geometry_refuses_sizes_cudnn_computes_in_int32():
+    big = 2**31 - 1
+    with pytest.raises(ValueError, match=r"pool: padding=2: the padded size X \+ 2\*padding must be <= 2147483647"):
+        core.pool_geometry("pool", (1, 1, big - 2), 3, 2, 1, 0, 1)
+    with pytest.raises(ValueError, match=r"conv4: padding=6: .*32-bit ints"):
+        core.conv4_geometry("conv4", (1, 1, 3), (1, 1, big - 10), 6, 1, 1, 0, 1)
