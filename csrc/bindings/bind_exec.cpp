@@ -386,9 +386,13 @@ void register_exec(py::module_& m) {
         std::vector<AlgoCandidate> list;
         for (const auto& [algo, math, workspace] : candidates)
           list.push_back(AlgoCandidate{algo, static_cast<cudnnMathType_t>(math), workspace});
+        // Held to the rules a loaded entry meets (and every run checks them again).
+        const std::string why = cache_entry_violation(key, list);
+        if (!why.empty()) throw knetcnn::value_error("_algo_cache_insert: " + why);
         algo_cache().insert(key, std::move(list));
       },
-      py::arg("key"), py::arg("candidates"), "Tests only: inserts an entry as a search would.");
+      py::arg("key"), py::arg("candidates"),
+      "Tests only: inserts an entry as a search would; ValueError if its key's options forbid it.");
   m.def(
       "algo_cache_save",
       [](const std::string& path, const std::optional<std::map<int, std::string>>& devices) {

@@ -49,11 +49,6 @@ std::size_t benchmark_workspace(cudnnHandle_t handle, ConvDirection direction, c
 
 }  // namespace
 
-bool math_type_allowed(DType dtype, bool allow_tf32, cudnnMathType_t math_type) {
-  if (dtype == DType::Float32 && !allow_tf32) return math_type == CUDNN_FMA_MATH;
-  return true;
-}
-
 CandidateSelection select_candidates(ConvDirection direction, const std::vector<PerfRecord>& results,
                                      AlgoPolicy policy, std::size_t workspace_limit, DType dtype, bool allow_tf32) {
   CandidateSelection s;
@@ -83,6 +78,7 @@ CandidateSelection select_candidates(ConvDirection direction, const std::vector<
 
 bool is_fallback_status(const std::string& name, bool output_accumulates) {
   if (starts_with(name, "CUDNN_STATUS_NOT_SUPPORTED")) return true;
+  if (name == "CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER") return true;
   // cuDNN 8's ALLOC_FAILED; cuDNN 9's INTERNAL_ERROR_{HOST,DEVICE}_ALLOCATION_FAILED.
   if (name == "CUDNN_STATUS_ALLOC_FAILED" || name.find("ALLOCATION_FAILED") != std::string::npos) return true;
   if (starts_with(name, "CUDNN_STATUS_EXECUTION_FAILED")) return !output_accumulates;

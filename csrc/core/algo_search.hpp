@@ -23,8 +23,7 @@
 
 namespace knetcnn {
 
-// May an algorithm run with this math type under the precision policy?
-bool math_type_allowed(DType dtype, bool allow_tf32, cudnnMathType_t math_type);
+// (math_type_allowed, the precision policy, lives in algo_cache.hpp.)
 
 struct CandidateSelection {
   std::vector<AlgoCandidate> accepted;
@@ -35,7 +34,8 @@ struct CandidateSelection {
 CandidateSelection select_candidates(ConvDirection direction, const std::vector<PerfRecord>& results,
                                      AlgoPolicy policy, std::size_t workspace_limit, DType dtype, bool allow_tf32);
 
-// Whether a failed execution may move on to the next cached candidate: NOT_SUPPORTED* and
+// Whether a failed execution may move on to the next cached candidate: NOT_SUPPORTED*,
+// BAD_PARAM_MISALIGNED_POINTER (an algorithm that needs more alignment than a pointer has) and
 // allocation failures always (nothing ran); EXECUTION_FAILED* only when the output is being
 // overwritten (beta == 0), because a half-run kernel may have updated an accumulating output.
 bool is_fallback_status(const std::string& status_name, bool output_accumulates);

@@ -148,6 +148,10 @@ TEST(AlgoSelection, FallbackStatusesByName) {
   EXPECT_TRUE(is_fallback_status(cudnn_status_name(CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED), true));
   EXPECT_TRUE(is_fallback_status(cudnn_status_name(CUDNN_STATUS_ALLOC_FAILED), true));
   EXPECT_TRUE(is_fallback_status(cudnn_status_name(CUDNN_STATUS_NOT_SUPPORTED_SHAPE), true));
+  // An algorithm that needs more alignment than a pointer has: nothing ran, another may accept it.
+  EXPECT_TRUE(is_fallback_status(cudnn_status_name(CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER), true));
+  EXPECT_TRUE(is_fallback_status("CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER", false));
+  EXPECT_FALSE(is_fallback_status(cudnn_status_name(CUDNN_STATUS_BAD_PARAM_NULL_POINTER), false));
 }
 
 TEST(CaptureRefusal, OnlyBenchmarkSearchIsRefusedWhileCapturing) {
@@ -236,6 +240,8 @@ TEST(ConvPlans, KeysSeparateDilationDeviceStridesAndWorkspace) {
   EXPECT_NE(base, plan_conv("conv4", a, DType::Float32, o, 0, 1000, {300, 100, 10, 1}).key);
   // Explicit packed strides are the same problem as none.
   EXPECT_EQ(base, plan_conv("conv4", a, DType::Float32, o, 0, 1000, {243, 81, 9, 1}, {324, 81, 9, 1}).key);
+  // Device arrays from cudaMalloc (256-byte aligned) are keyed as 16-byte aligned.
+  EXPECT_NE(base.find("|align=16,16,16"), std::string::npos) << base;
 }
 
 TEST(ConvPlans, DeconvOutputPaddingBeyondStrideWidensCudnnsOutput) {
