@@ -271,7 +271,7 @@ void conv4_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& w, const
                 const ExecOptions& options) {
   const std::string op = "conv4";
   check_kind("conv4", g, false);
-  check_scaling(op, alpha, beta);
+  check_scaling(op, dtype, alpha, beta);
   const Operand wo = make_filter_operand(op, "w", w, g.filter);
   const Operand xo = make_operand(op, "x", x, g.input, false);
   const Operand yo = make_operand(op, "y", y, g.output, true);
@@ -286,7 +286,7 @@ void conv4x_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& w, cons
                  const ExecOptions& options) {
   const std::string op = "conv4x";
   check_kind("conv4x", g, false);
-  check_scaling(op, alpha, beta);
+  check_scaling(op, dtype, alpha, beta);
   const Operand wo = make_filter_operand(op, "w", w, g.filter);
   const Operand dyo = make_operand(op, "dy", dy, g.output, false);
   const Operand dxo = make_operand(op, "dx", dx, g.input, true);
@@ -301,7 +301,7 @@ void conv4w_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& x, cons
                  const ExecOptions& options) {
   const std::string op = "conv4w";
   check_kind("conv4w", g, false);
-  check_scaling(op, alpha, beta);
+  check_scaling(op, dtype, alpha, beta);
   const Operand xo = make_operand(op, "x", x, g.input, false);
   const Operand dyo = make_operand(op, "dy", dy, g.output, false);
   const Operand dwo = make_filter_operand(op, "dw", dw, g.filter);
@@ -316,7 +316,7 @@ void deconv4_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& w, con
                   const ExecOptions& options) {
   const std::string op = "deconv4";
   check_kind("deconv4", g, true);
-  check_scaling(op, alpha, beta);
+  check_scaling(op, dtype, alpha, beta);
   const Operand wo = make_filter_operand(op, "w", w, g.filter);
   const Operand xo = make_operand(op, "x", x, g.output, false);  // deconv4's input: cuDNN's dy
   const Operand yo = make_operand(op, "y", y, g.input, true);    // deconv4's result: cuDNN's dx
@@ -331,7 +331,7 @@ void deconv4w_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& x, co
                    const ExecOptions& options) {
   const std::string op = "deconv4w";
   check_kind("deconv4w", g, true);
-  check_scaling(op, alpha, beta);
+  check_scaling(op, dtype, alpha, beta);
   const Operand xo = make_operand(op, "x", x, g.output, false);    // deconv4's input: cuDNN's dy
   const Operand dyo = make_operand(op, "dy", dy, g.input, false);  // grad of deconv4's result: cuDNN's x
   const Operand dwo = make_filter_operand(op, "dw", dw, g.filter);
@@ -346,7 +346,7 @@ void deconv4x_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& w, co
                    const ExecOptions& options) {
   const std::string op = "deconv4x";
   check_kind("deconv4x", g, true);
-  check_scaling(op, alpha, beta);
+  check_scaling(op, dtype, alpha, beta);
   const Operand wo = make_filter_operand(op, "w", w, g.filter);
   const Operand dyo = make_operand(op, "dy", dy, g.input, false);  // cuDNN's x
   const Operand dxo = make_operand(op, "dx", dx, g.output, true);  // cuDNN's y

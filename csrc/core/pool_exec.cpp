@@ -104,7 +104,7 @@ void pool_exec(const PoolGeometry& g, DType dtype, const DeviceTensor& x, const 
                double beta, const ExecTarget& target, const ExecOptions& options) {
   const std::string op = "pool";
   check_kind("pool", g, false);
-  check_scaling(op, alpha, beta);
+  check_scaling(op, dtype, alpha, beta);
   const Operand xo = make_operand(op, "x", x, g.input, false);
   const Operand yo = make_operand(op, "y", y, g.output, true);
   check_disjoint(op, dtype, yo, {&xo});
@@ -129,7 +129,7 @@ void poolx_exec(const PoolGeometry& g, DType dtype, const DeviceTensor& x, const
                 const ExecOptions& options) {
   const std::string op = "poolx";
   check_kind("poolx", g, false);
-  check_scaling(op, alpha, beta);
+  check_scaling(op, dtype, alpha, beta);
   const Operand xo = make_operand(op, "x", x, g.input, false);
   const Operand yo = make_operand(op, "y", y, g.output, false);
   const Operand dyo = make_operand(op, "dy", dy, g.output, false);
@@ -181,7 +181,7 @@ void unpool_exec(const PoolGeometry& g, DType dtype, const DeviceTensor& x, cons
                  double beta, const ExecTarget& target, const ExecOptions& options) {
   const std::string op = "unpool";
   check_kind("unpool", g, true);
-  check_scaling(op, alpha, beta);
+  check_scaling(op, dtype, alpha, beta);
   const double scale = checked_unpool_scale(op, g, dtype, alpha);
   const Operand xo = make_operand(op, "x", x, g.output, false);  // unpool's input: cuDNN's dy (and y)
   const Operand yo = make_operand(op, "y", y, g.input, true);    // unpool's result: cuDNN's dx (and x)
@@ -208,7 +208,7 @@ void unpoolx_exec(const PoolGeometry& g, DType dtype, const DeviceTensor& dy, co
                   double beta, const ExecTarget& target, const ExecOptions& options) {
   const std::string op = "unpoolx";
   check_kind("unpoolx", g, true);
-  check_scaling(op, alpha, beta);
+  check_scaling(op, dtype, alpha, beta);
   const double scale = checked_unpool_scale(op, g, dtype, alpha);
   const Operand dyo = make_operand(op, "dy", dy, g.input, false);  // grad of unpool's result: cuDNN's x
   const Operand dxo = make_operand(op, "dx", dx, g.output, true);  // grad of unpool's input: cuDNN's y

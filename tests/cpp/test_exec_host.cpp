@@ -452,6 +452,50 @@ TEST(CudnnLastError, ReadingClearsItAndCheckedCallsDoNotReportAStaleOne) {
 
 // ---- ranges and overflow, before any device ----
 
+TEST_F(ExecErrors, ScalingsMustFitTheTypeCudnnReadsThemAs) {
+  for (DType t : {DType::Float16, DType::BFloat16, DType::Float32}) {
+    expect_value_error([&] { conv4_exec(conv, t, fake(1), fake(2), fake(3), 1e39, 0, target, options); },
+                       {"conv4: alpha=1e+39", "as a float", "infinity"});
+    expect_value_error([&] { pool_exec(pool, t, fake(1), fake(2), 1, -1e300, target, options); },
+                       {"pool: beta=-1e+300", "as a float"});
+    expect_value_error([&] { unpoolx_exec(unpool, t, fake(1), fake(2), 1, 4e38, target, options); },
+                       {"unpoolx: beta=4e+38"});
+  }
+  // float's largest value, and one a hair above that rounds down to it, are fine (the device is
+  // what is missing next); doubles take the whole double range.
+  auto reaches_the_device = [&](std::function<void()> call) {
+    try {
+      call();
+    } catch (const ArgumentError& e) {
+      ADD_FAILURE() << "refused: " << e.what();
+    } catch (const std::exception&) {
+      // DeviceUnavailable here, or a device-side error on a GPU machine (fake pointers).
+    }
+  };
+  reaches_the_device([&] { conv4_exec(conv, DType::Float32, fake(1), fake(2), fake(3), 3.4028234663852886e38, 0, target, options); });
+  reaches_the_device([&] { conv4_exec(conv, DType::Float32, fake(1), fake(2), fake(3), 3.40282350e38, 0, target, options); });
+  reaches_the_device([&] { conv4_exec(conv, DType::Float64, fake(1), fake(2), fake(3), 1e300, 0, target, options); });
+}
+
+TEST(Overflow, LayoutExtentsNeverOverflowSilently) {
+  const int64_t big = kMaxDescriptorInt;
+  // (2^31 - 2) * (2^31 - 1) three times over is past int64: reported, not wrapped.
+  EXPECT_EQ(last_offset({big, big, big, 1}, {big, big, big, 1}), -1);
+  EXPECT_EQ(last_offset({2, 3, 4}, {12, 4, 1}), 23);
+  EXPECT_EQ(last_offset({2, 3}, {1, -1}), -1);
+  expect_value_error([&] { layout_bytes({big, big, big, 1}, {big, big, big, 1}, DType::Float64); }, {"63 bits"});
+  // Through an op: x (2^31-1) x 1 x 2^31-1 x 2^31-1 with 2^31-1 strides addresses past int64.
+  ConvOptions o;
+  const ConvGeometry g = conv4_geometry("conv4", {1, 1, 1, 1}, {big, 1, big, big}, o);
+  ExecTarget target{0, nullptr};
+  expect_value_error(
+      [&] {
+        conv4_exec(g, DType::Float32, fake(1), DeviceTensor{std::uintptr_t{2} << 32, {big, big, big, big}}, fake(3), 1, 0,
+                   target, ExecOptions{});
+      },
+      {"conv4: x", "2147483647"});
+}
+
 TEST(Overflow, CudnnIntArithmeticIsRefusedByTheGeometry) {
   const int64_t big = kMaxDescriptorInt;
   auto conv = [](int64_t padding, int64_t dilation) {
