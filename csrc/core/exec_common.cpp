@@ -171,9 +171,12 @@ ExecScope::ExecScope(const ExecTarget& target, const std::vector<const Operand*>
   if (target.device < 0)
     throw value_error("device=" + std::to_string(target.device) + ": the device ordinal must be >= 0");
   require_device(target.device);
+  cudnn_clear_last_error();
   guard_ = std::make_unique<DeviceGuard>(target.device);
+  check_stream_device(target.stream, target.device);
   for (const Operand* o : operands) check_device_pointer(o->role, o->data, target.device);
-  handle_ = cudnn_handle(target.device, target.stream);
+  capture_ = stream_capture_state(target.stream);
+  handle_ = cudnn_handle(target.device, target.stream, capture_);
 }
 
 void transform_tensor(const ExecScope& scope, DType dtype, const Scaling& scaling, const Shape& dims,

@@ -87,18 +87,22 @@ std::string pool_context(const std::string& op, const PoolGeometry& g, DType dty
                          const ExecOptions& options);
 
 // The device side of a call, in order: the GPU must be usable (DeviceUnavailable says why and
-// how to fix it), `device` becomes current for the scope, every pointer must be device memory on
-// it, and the thread's cuDNN handle for it is bound to the stream.
+// how to fix it), `device` becomes current for the scope, the stream must belong to it, every
+// pointer must be device memory on it, the stream's graph-capture state is read once, and the
+// thread's cuDNN handle for the device is bound to the stream. cuDNN's last-error text is cleared
+// first, so that no message of this call carries an earlier call's explanation.
 class ExecScope {
  public:
   ExecScope(const ExecTarget& target, const std::vector<const Operand*>& operands);
   cudnnHandle_t handle() const { return handle_; }
   int device() const { return target_.device; }
   cudaStream_t stream() const { return target_.stream; }
+  CaptureState capture() const { return capture_; }
 
  private:
   ExecTarget target_;
   std::unique_ptr<DeviceGuard> guard_;
+  CaptureState capture_ = CaptureState::None;
   cudnnHandle_t handle_ = nullptr;
 };
 

@@ -31,7 +31,7 @@ Staged stage_read(const ExecScope& scope, DType dtype, const Operand& o, const s
   if (!needs_packing(o) && (!force || o.packed())) return Staged{o, nullptr};
   const Shape strides = packed_strides(o.shape);
   auto scratch = std::make_unique<DeviceScratch>(layout_bytes(o.shape, strides, dtype), scope.device(),
-                                                 scope.stream(), "packed copy for pooling");
+                                                 scope.stream(), scope.capture(), "packed copy for pooling");
   transform_tensor(scope, dtype, unit_scaling(dtype), o.shape, o.data, o.strides, scratch->get(), strides, context);
   Operand packed{o.role, scratch->get(), o.shape, strides};
   return Staged{packed, std::move(scratch)};
@@ -43,7 +43,7 @@ Staged stage_write(const ExecScope& scope, DType dtype, const Operand& o, bool f
   if (!needs_packing(o) && (!force || o.packed())) return Staged{o, nullptr};
   const Shape strides = packed_strides(o.shape);
   auto scratch = std::make_unique<DeviceScratch>(layout_bytes(o.shape, strides, dtype), scope.device(),
-                                                 scope.stream(), "packed result for pooling");
+                                                 scope.stream(), scope.capture(), "packed result for pooling");
   Operand packed{o.role, scratch->get(), o.shape, strides};
   return Staged{packed, std::move(scratch)};
 }
@@ -152,7 +152,7 @@ void poolx_exec(const PoolGeometry& g, DType dtype, const DeviceTensor& x, const
   if (max_mode && alpha != 1.0) {
     const Shape strides = packed_strides(g.output);
     ys.scratch = std::make_unique<DeviceScratch>(layout_bytes(g.output, strides, dtype), scope.device(),
-                                                 scope.stream(), "unscaled pooling output for poolx");
+                                                 scope.stream(), scope.capture(), "unscaled pooling output for poolx");
     ys.operand = Operand{"y (recomputed with alpha=1)", ys.scratch->get(), g.output, strides};
     const TensorDescriptor y0d("y", dtype, g.output, strides);
     const Scaling unit = unit_scaling(dtype);

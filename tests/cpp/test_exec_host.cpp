@@ -12,6 +12,7 @@
 #include "algo_search.hpp"
 #include "conv_exec.hpp"
 #include "cudnn_check.hpp"
+#include "device_memory.hpp"
 #include "errors.hpp"
 #include "pool_exec.hpp"
 #include "runtime_info.hpp"
@@ -522,3 +523,12 @@ TEST(Overflow, CudnnIntArithmeticIsRefusedByTheGeometry) {
   expect_value_error([&] { unpool_geometry("unpool", {1, 1, big - 2}, u); }, {"unpool: padding=2", "32-bit"});
 }
 
+TEST(Streams, SpecialHandlesNameTheCurrentDevicesStream) {
+  EXPECT_TRUE(is_special_stream(nullptr));
+  EXPECT_TRUE(is_special_stream(cudaStreamLegacy));
+  EXPECT_TRUE(is_special_stream(cudaStreamPerThread));
+  EXPECT_FALSE(is_special_stream(reinterpret_cast<cudaStream_t>(std::uintptr_t{0x5555000})));
+  // Without a driver the check has nothing to ask and must not throw for the special handles.
+  EXPECT_NO_THROW(check_stream_device(nullptr, 0));
+  EXPECT_NO_THROW(check_stream_device(cudaStreamPerThread, 3));
+}

@@ -194,3 +194,26 @@ def test_load_skips_entries_their_key_forbids(tmp_path):
     assert report["loaded"] == 1 and report["skipped"] == 1, report
     assert "break their own key's rules" in report["reason"] and "TF32" in report["reason"]
     assert core.algo_cache_keys() == [good]
+
+
+def test_cache_info_and_clear_from_many_threads():
+    # The info and clear bindings run without the GIL: many threads at once must neither
+    # deadlock nor see torn counters.
+    errors = []
+
+    def work():
+        try:
+            for _ in range(50):
+                info = knetcnn.cache_info()
+                assert info["size"] <= info["capacity"]
+                knetcnn.clear_cache()
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
