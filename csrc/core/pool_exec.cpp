@@ -194,11 +194,18 @@ void unpool_exec(const PoolGeometry& g, DType dtype, const DeviceTensor& x, cons
   const Staged ys = stage_write(scope, dtype, yo);
   const TensorDescriptor small("x", dtype, xs.operand.shape, xs.operand.strides);
   const TensorDescriptor large("y", dtype, ys.operand.shape, ys.operand.strides);
+  // cuDNN's forward input x: average modes do not read it, but nothing documents that, and the
+  // result buffer may not be handed to cuDNN as a read-only input it also writes. A zeroed buffer
+  // in the result's layout (the x/dx layouts must match) stands in for it.
+  const std::size_t x_bytes = layout_bytes(ys.operand.shape, ys.operand.strides, dtype);
+  const DeviceScratch forward_input(x_bytes, scope.device(), scope.stream(), scope.capture(),
+                                    "zeroed stand-in for cuDNN's pooling input x");
+  KNETCNN_CUDA_CTX(cudaMemsetAsync(forward_input.get(), 0, x_bytes, scope.stream()), context);
   const Scaling s(dtype, scale, cudnn_beta(ys, beta));
-  // (poolingDesc, alpha, yDesc, y := x, dyDesc, dy := x, xDesc, x := result (not read by average
-  // modes), beta, dxDesc, dx := result)
+  // (poolingDesc, alpha, yDesc, y := x, dyDesc, dy := x, xDesc, x := zeros, beta, dxDesc,
+  // dx := result)
   KNETCNN_CUDNN_CTX(cudnnPoolingBackward(scope.handle(), pd.get(), s.alpha(), small.get(), xs.operand.data,
-                                         small.get(), xs.operand.data, large.get(), ys.operand.data, s.beta(),
+                                         small.get(), xs.operand.data, large.get(), forward_input.get(), s.beta(),
                                          large.get(), ys.operand.data),
                     context + " cuDNN alpha=prod(window)/alpha=" + number(scale));
   finish_write(scope, dtype, ys, yo, beta, context);
