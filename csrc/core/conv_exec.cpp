@@ -130,10 +130,12 @@ void run_convolution(const ExecScope& scope, ConvDirection direction, const Conv
       // and ask cuDNN what the algorithm needs with it now: a cached size is only a record.
       cd.set_math_type(c.math_type);
       std::size_t queried = 0;
+      cudnn_clear_last_error();
       const cudnnStatus_t size_status = conv_workspace_size(scope.handle(), direction, d, c.algo, &queried);
       if (size_status != CUDNN_STATUS_SUCCESS) {
         ++tally.stale;
         tally.last_status = size_status;
+        tally.last_detail = cudnn_last_error();
         tally.add(algo_text, "workspace query gave " + cudnn_status_name(size_status));
         continue;
       }
