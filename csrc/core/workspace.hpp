@@ -8,8 +8,10 @@
 // stream in every thread, and a destroyed stream's handle may be reused), nothing synchronizes,
 // and nothing grows without bound. While the stream captures a CUDA graph the workspace comes
 // from cudaMallocAsync on the capturing stream: a graph memory node the graph owns, so a later
-// eager call can neither free nor reuse what a replay reads. (A graph holding memory nodes can
-// have one instantiation at a time: CUDA's rule for graph allocations.)
+// eager call can neither free nor reuse what a replay reads. (CUDA's rules for graphs holding
+// memory nodes then apply, cuda_runtime_api.h at cudaGraphAddMemAllocNode: one instantiation at a
+// time, no cloning, embedding as a child graph only by moving ownership. DeviceScratch buffers
+// captured before this change already made such graphs.)
 //
 // Devices without memory pools (cudaDevAttrMemoryPoolsSupported = 0) keep the older scheme: a
 // grow-only buffer per (device, stream), keyed by cudaStreamGetId (unique for the life of the
