@@ -343,8 +343,17 @@ void register_exec(py::module_& m) {
   m.def(
       "algo_cache_info",
       []() {
-        const AlgoCacheStats s = algo_cache().stats();
-        const WorkspaceStats w = workspace_stats();
+        AlgoCacheStats s;
+        WorkspaceStats w;
+        int handles = 0;
+        {
+          // Queries the driver (pool sizes) and takes the core's locks: never with the GIL held,
+          // so that a thread inside a knetcnn call that needs the GIL back cannot deadlock us.
+          py::gil_scoped_release release;
+          s = algo_cache().stats();
+          w = workspace_stats();
+          handles = cudnn_handles_created();
+        }
         py::dict out;
         out["hits"] = s.hits;
         out["misses"] = s.misses;
@@ -353,7 +362,7 @@ void register_exec(py::module_& m) {
         out["capacity"] = s.capacity;
         out["workspace_buffers"] = w.buffers;
         out["workspace_bytes"] = w.bytes;
-        out["cudnn_handles"] = cudnn_handles_created();
+        out["cudnn_handles"] = handles;
         return out;
       },
       "Algorithm-cache counters and size, plus the workspace buffers and cuDNN handles held.");
@@ -364,10 +373,11 @@ void register_exec(py::module_& m) {
         algo_cache().clear();
         release_workspaces();
       },
-      "Forgets every algorithm choice, resets the counters and frees every workspace buffer (synchronizing "
-      "the devices that held one).");
+      "Forgets every algorithm choice, resets the counters and releases the workspace memory (synchronizing "
+      "the devices that held some). CUDA graphs own the workspaces they captured: they stay valid.");
   m.def("algo_cache_set_capacity", [](std::size_t capacity) { algo_cache().set_capacity(capacity); },
-        py::arg("capacity"), "Bounds the cache to `capacity` entries (least recently used evicted first).");
+        py::arg("capacity"), py::call_guard<py::gil_scoped_release>(),
+        "Bounds the cache to `capacity` entries (least recently used evicted first).");
   m.def("algo_cache_keys", []() { return algo_cache().keys(); }, "Keys, most recently used first.");
   m.def(
       "algo_cache_entry",
@@ -386,13 +396,19 @@ void register_exec(py::module_& m) {
         std::vector<AlgoCandidate> list;
         for (const auto& [algo, math, workspace] : candidates)
           list.push_back(AlgoCandidate{algo, static_cast<cudnnMathType_t>(math), workspace});
+        // Held to the rules a loaded entry meets (and every run checks them again).
+        const std::string why = cache_entry_violation(key, list);
+        if (!why.empty()) throw knetcnn::value_error("_algo_cache_insert: " + why);
         algo_cache().insert(key, std::move(list));
       },
-      py::arg("key"), py::arg("candidates"), "Tests only: inserts an entry as a search would.");
+      py::arg("key"), py::arg("candidates"),
+      "Tests only: inserts an entry as a search would; ValueError if its key's options forbid it.");
   m.def(
       "algo_cache_save",
       [](const std::string& path, const std::optional<std::map<int, std::string>>& devices) {
-        return algo_cache().save(path, cudnnGetVersion(), signature_from(devices));
+        const DeviceSignature signature = signature_from(devices);
+        py::gil_scoped_release release;
+        return algo_cache().save(path, cudnnGetVersion(), signature);
       },
       py::arg("path"), py::arg("devices") = py::none(),
       "Writes the cache to a text file; returns the number of entries. `devices` ({ordinal: name}) replaces "
@@ -400,7 +416,12 @@ void register_exec(py::module_& m) {
   m.def(
       "algo_cache_load",
       [](const std::string& path, const std::optional<std::map<int, std::string>>& devices) {
-        const AlgoCacheLoadReport r = algo_cache().load(path, cudnnGetVersion(), signature_from(devices));
+        const DeviceSignature signature = signature_from(devices);
+        AlgoCacheLoadReport r;
+        {
+          py::gil_scoped_release release;
+          r = algo_cache().load(path, cudnnGetVersion(), signature);
+        }
         py::dict out;
         out["loaded"] = r.loaded;
         out["skipped"] = r.skipped;

@@ -1,5 +1,7 @@
 #include "algo_cache.hpp"
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -99,14 +101,86 @@ std::string conv_algo_key(const ConvProblem& p) {
       << "|y=" << layout(p.y) << "|pad=" << join(p.padding) << "|stride=" << join(p.stride)
       << "|dil=" << join(p.dilation) << "|group=" << p.group << "|mode=" << (p.mode == 0 ? "conv" : "xcorr")
       << "|tf32=" << (p.allow_tf32 ? 1 : 0) << "|policy=" << algo_policy_name(p.policy)
-      << "|deterministic=" << (p.policy == AlgoPolicy::Deterministic ? 1 : 0) << "|ws=" << p.workspace_limit;
+      << "|deterministic=" << (p.policy == AlgoPolicy::Deterministic ? 1 : 0) << "|ws=" << p.workspace_limit
+      << "|align=" << p.x_align << "," << p.w_align << "," << p.y_align;
   return key.str();
+}
+
+int pointer_alignment(const void* pointer) {
+  const auto address = reinterpret_cast<std::uintptr_t>(pointer);
+  if (address == 0) return 16;
+  const std::uintptr_t lowest = address & (~address + 1);
+  return static_cast<int>(std::min<std::uintptr_t>(lowest, 16));
+}
+
+bool math_type_allowed(DType dtype, bool allow_tf32, cudnnMathType_t math_type) {
+  if (dtype == DType::Float32 && !allow_tf32) return math_type == CUDNN_FMA_MATH;
+  return true;
+}
+
+bool conv_algo_documented_deterministic(ConvDirection direction, int algo) {
+  switch (direction) {
+    case ConvDirection::Forward: return true;
+    case ConvDirection::BackwardData: return algo != CUDNN_CONVOLUTION_BWD_DATA_ALGO_0;
+    case ConvDirection::BackwardFilter:
+      return algo != CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0 && algo != CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3;
+  }
+  return false;
+}
+
+std::string candidate_violation(ConvDirection direction, const AlgoCandidate& c, DType dtype, bool allow_tf32,
+                                AlgoPolicy policy, std::size_t workspace_limit) {
+  const std::string name = conv_algo_name(direction, c.algo) + " " + math_type_name(c.math_type);
+  if (c.algo < 0 || c.algo >= conv_algo_count(direction)) return name + ": not an algorithm of " +
+                                                                 conv_direction_name(direction);
+  if (!known_math_type(static_cast<int>(c.math_type))) return name + ": unknown math type";
+  if (!math_type_allowed(dtype, allow_tf32, c.math_type))
+    return name + ": may use TF32, which allow_tf32=False forbids for " + dtype_name(dtype);
+  if (policy == AlgoPolicy::Deterministic && !conv_algo_documented_deterministic(direction, c.algo))
+    return name + ": not deterministic (algo='deterministic')";
+  if (c.workspace > workspace_limit)
+    return name + ": needs " + std::to_string(c.workspace) + " bytes of workspace, limit " +
+           std::to_string(workspace_limit);
+  return "";
+}
+
+std::string cache_entry_violation(const std::string& key, const std::vector<AlgoCandidate>& candidates) {
+  const auto direction = direction_from_name(key_field(key, "dir"));
+  if (key.rfind("conv|dev=", 0) != 0 || key_device(key) < 0 || !direction) return "not a convolution key";
+  for (const char* field : {"dtype", "tf32", "policy", "ws", "align"})
+    if (key_field(key, field).empty())
+      return std::string("the key has no '") + field + "' field (written by another knetcnn version)";
+  DType dtype = DType::Float32;
+  AlgoPolicy policy = AlgoPolicy::Heuristic;
+  try {
+    dtype = dtype_from_name(key_field(key, "dtype"));
+    policy = algo_policy_from_name(key_field(key, "policy"));
+  } catch (const ArgumentError&) {
+    return "the key names an unknown dtype or policy";
+  }
+  const std::string tf32 = key_field(key, "tf32"), ws = key_field(key, "ws");
+  if ((tf32 != "0" && tf32 != "1") || ws.size() > 20 || ws.find_first_not_of("0123456789") != std::string::npos)
+    return "the key's tf32 or ws field is malformed";
+  std::size_t limit = 0;
+  try {
+    limit = static_cast<std::size_t>(std::stoull(ws));
+  } catch (const std::exception&) {
+    return "the key's ws field is malformed";
+  }
+  if (candidates.empty()) return "no algorithm";
+  for (const AlgoCandidate& c : candidates) {
+    const std::string why = candidate_violation(*direction, c, dtype, tf32 == "1", policy, limit);
+    if (!why.empty()) return why;
+  }
+  return "";
 }
 
 std::string cuda_device_signature(int device) {
   cudaDeviceProp prop{};
-  if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
-    cudaGetLastError();
+  const cudaError_t pending = cudaPeekAtLastError();
+  const cudaError_t status = cudaGetDeviceProperties(&prop, device);
+  if (status != cudaSuccess) {
+    if (pending == cudaSuccess) cudaGetLastError();  // ours only (cudnn_check.hpp)
     return "";
   }
   return std::string(prop.name) + "|sm_" + std::to_string(prop.major) + std::to_string(prop.minor);
@@ -291,7 +365,8 @@ AlgoCacheLoadReport AlgoCache::load(const std::string& path, std::size_t cudnn_v
     return report;
   }
   std::map<int, bool> device_matches;
-  std::string mismatches;
+  std::string mismatches, violations;
+  std::size_t violating = 0;
   for (const auto& [device, name] : devices) {
     const std::string now = signature(device);
     device_matches[device] = !now.empty() && now == name;
@@ -306,10 +381,24 @@ AlgoCacheLoadReport AlgoCache::load(const std::string& path, std::size_t cudnn_v
       ++report.skipped;
       continue;
     }
+    // Entries are choices a search would make under their key's options: refuse any other.
+    const std::string why = cache_entry_violation(it->first, it->second);
+    if (!why.empty()) {
+      ++report.skipped;
+      if (violating++ < 5) violations += (violations.empty() ? "" : "; ") + why;
+      continue;
+    }
     insert(it->first, it->second);
     ++report.loaded;
   }
-  if (report.skipped) report.reason = mismatches.empty() ? "entries name a device the file does not describe" : mismatches;
+  if (report.skipped) {
+    const std::size_t device_skips = report.skipped - violating;
+    if (device_skips)
+      report.reason = mismatches.empty() ? "entries name a device the file does not describe" : mismatches;
+    if (violating)
+      report.reason += (report.reason.empty() ? "" : "; ") + std::to_string(violating) +
+                       " entries break their own key's rules: " + violations + (violating > 5 ? "; ..." : "");
+  }
   return report;
 }
 

@@ -4,7 +4,10 @@
 // The key is a canonical text of everything that can change cuDNN's answer: device ordinal,
 // direction, data and compute types, every tensor's dims and strides as handed to cuDNN, padding,
 // stride, dilation, group count, convolution mode, math policy (allow_tf32), search policy (which
-// also says whether only deterministic algorithms qualify) and the workspace limit. (CuPy's key
+// also says whether only deterministic algorithms qualify), the workspace limit, and the
+// alignment of each tensor's address up to 16 bytes (vectorized kernels refuse misaligned
+// pointers with CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER, so a choice made for aligned arrays
+// need not run on misaligned views). (CuPy's key
 // forgot dilation, CUDA.jl's the device; see architecture.md.) The value is the ordered list of
 // candidates the search accepted: the first is run, the others are the run-time fallbacks.
 //
@@ -65,10 +68,31 @@ struct ConvProblem {
   bool allow_tf32 = false;
   AlgoPolicy policy = AlgoPolicy::Heuristic;
   std::size_t workspace_limit = 0;
+  int x_align = 16, w_align = 16, y_align = 16;  // pointer_alignment of x, w, y
 };
 
 // The canonical key text: no spaces, one field per '|'.
 std::string conv_algo_key(const ConvProblem& problem);
+
+// min(the largest power of two dividing the address, 16); 16 for null.
+int pointer_alignment(const void* pointer);
+
+// The precision policy: may an algorithm run with this math type? fp32 without allow_tf32 takes
+// only CUDNN_FMA_MATH (DEFAULT and TENSOR_OP math may use TF32 on Ampere and later).
+bool math_type_allowed(DType dtype, bool allow_tf32, cudnnMathType_t math_type);
+// False for the algorithms cuDNN's API reference documents as non-deterministic (atomic adds):
+// CUDNN_CONVOLUTION_BWD_DATA_ALGO_0 and CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0 / _3. (A search
+// also reads cuDNN's per-problem determinism flag; this is what a loaded entry can be checked
+// against.)
+bool conv_algo_documented_deterministic(ConvDirection direction, int algo);
+// Why `c` may not run under these options ("" if it may): an algorithm out of range, a math type
+// the precision policy forbids, a documented non-deterministic algorithm under algo='deterministic',
+// or a workspace above the limit.
+std::string candidate_violation(ConvDirection direction, const AlgoCandidate& c, DType dtype, bool allow_tf32,
+                                AlgoPolicy policy, std::size_t workspace_limit);
+// The same for every candidate of a cache entry, with the options read from its key (which must
+// carry every field conv_algo_key writes). "" if the entry is acceptable.
+std::string cache_entry_violation(const std::string& key, const std::vector<AlgoCandidate>& candidates);
 
 struct AlgoCacheStats {
   std::uint64_t hits = 0, misses = 0, evictions = 0;
@@ -107,8 +131,10 @@ class AlgoCache {
   // Writes every entry; returns how many. `cudnn_version` is cudnnGetVersion().
   std::size_t save(const std::string& path, std::size_t cudnn_version, const DeviceSignature& signature) const;
   // Reads entries written by save(). Nothing is loaded from a file of another cuDNN version;
-  // an entry is skipped where its device ordinal now names another device (or none). A file
-  // that is not a knetcnn cache, or a malformed line, is a ValueError naming the line.
+  // an entry is skipped where its device ordinal now names another device (or none), or where
+  // cache_entry_violation objects (a math type or algorithm its own key's options forbid, a key
+  // from another knetcnn version). A file that is not a knetcnn cache, or a malformed line, is a
+  // ValueError naming the line.
   AlgoCacheLoadReport load(const std::string& path, std::size_t cudnn_version, const DeviceSignature& signature);
 
  private:

@@ -49,11 +49,6 @@ std::size_t benchmark_workspace(cudnnHandle_t handle, ConvDirection direction, c
 
 }  // namespace
 
-bool math_type_allowed(DType dtype, bool allow_tf32, cudnnMathType_t math_type) {
-  if (dtype == DType::Float32 && !allow_tf32) return math_type == CUDNN_FMA_MATH;
-  return true;
-}
-
 CandidateSelection select_candidates(ConvDirection direction, const std::vector<PerfRecord>& results,
                                      AlgoPolicy policy, std::size_t workspace_limit, DType dtype, bool allow_tf32) {
   CandidateSelection s;
@@ -83,39 +78,55 @@ CandidateSelection select_candidates(ConvDirection direction, const std::vector<
 
 bool is_fallback_status(const std::string& name, bool output_accumulates) {
   if (starts_with(name, "CUDNN_STATUS_NOT_SUPPORTED")) return true;
+  if (name == "CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER") return true;
   // cuDNN 8's ALLOC_FAILED; cuDNN 9's INTERNAL_ERROR_{HOST,DEVICE}_ALLOCATION_FAILED.
   if (name == "CUDNN_STATUS_ALLOC_FAILED" || name.find("ALLOCATION_FAILED") != std::string::npos) return true;
   if (starts_with(name, "CUDNN_STATUS_EXECUTION_FAILED")) return !output_accumulates;
   return false;
 }
 
-std::vector<AlgoCandidate> search_conv_algorithms(cudnnHandle_t handle, const SearchRequest& r,
-                                                  const ConvDescriptorRefs& d, const ConvPointers& p,
-                                                  const std::string& context) {
+SearchResult search_conv_algorithms(cudnnHandle_t handle, const SearchRequest& r, const ConvDescriptorRefs& d,
+                                    const ConvPointers& p, const std::string& context) {
   const std::string refusal = search_refusal_reason(r.policy, r.capture);
   if (!refusal.empty())
     throw CudaError(static_cast<int>(cudaErrorStreamCaptureUnsupported), "cudaErrorStreamCaptureUnsupported",
                     refusal + " [" + context + "]");
   // Search under the precision policy's own math type; each result then says which it used.
   d.conv.set_math_type(cudnn_math_type(r.dtype, r.allow_tf32));
+  SearchResult result;
   std::vector<PerfRecord> results;
   if (r.policy == AlgoPolicy::Benchmark) {
     const std::size_t wanted = benchmark_workspace(handle, r.direction, d, r.workspace_limit);
-    std::size_t given = wanted;
-    void* workspace = nullptr;
-    std::optional<WorkspaceLease> lease;
+    std::optional<Workspace> workspace;
     try {
-      lease.emplace(acquire_workspace(r.device, r.stream, wanted, true));
-      workspace = lease->get();
+      workspace.emplace(r.device, r.stream, wanted, r.capture);
     } catch (const CudaError& e) {
-      if (e.code_name() != "cudaErrorMemoryAllocation") throw;
+      if (!is_out_of_memory(e.code())) throw;
       // Not enough memory for the largest workspace: time the algorithms that need none.
-      given = 0;
     }
-    DeviceScratch scratch(r.output_bytes, r.device, r.stream, "benchmark search's scratch output");
+    const std::size_t given = workspace ? workspace->size() : 0;
+    if (given < wanted) result.cacheable = false;
+    // Find writes every algorithm's garbage to the output: the caller's is fine when the call
+    // overwrites it afterwards (beta == 0); otherwise a scratch buffer.
     ConvPointers search = p;
-    search.output = scratch.get();
-    results = conv_benchmark_results(handle, r.direction, d, search, workspace, given, context);
+    std::optional<DeviceScratch> scratch;
+    bool timed = true;
+    if (!r.output_overwritten) {
+      try {
+        scratch.emplace(r.output_bytes, r.device, r.stream, r.capture, "benchmark search's scratch output");
+        search.output = scratch->get();
+      } catch (const CudaError& e) {
+        if (!is_out_of_memory(e.code())) throw;
+        timed = false;  // no room to time anything: take cuDNN's ranking instead, uncached
+      }
+    }
+    if (timed) {
+      results = conv_benchmark_results(handle, r.direction, d, search, workspace ? workspace->get() : nullptr, given,
+                                       context);
+    } else {
+      result.cacheable = false;
+      results = conv_heuristic_results(handle, r.direction, d, context);
+    }
   } else {
     results = conv_heuristic_results(handle, r.direction, d, context);
   }
@@ -144,7 +155,8 @@ std::vector<AlgoCandidate> search_conv_algorithms(cudnnHandle_t handle, const Se
     s.accepted.clear();
     throw_nothing_qualifies(r, s, context);
   }
-  return checked;
+  result.candidates = std::move(checked);
+  return result;
 }
 
 }  // namespace knetcnn

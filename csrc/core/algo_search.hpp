@@ -1,9 +1,13 @@
 // Algorithm policy: which of cuDNN's convolution algorithms qualify, and the search itself.
 //
 //   heuristic      cudnnGet*Algorithm_v7 (no kernels run); cuDNN's order.
-//   benchmark      cudnnFind*AlgorithmEx with our workspace and a scratch output buffer (never the
-//                  caller's output, never the non-Ex Find that allocates its own); fastest first.
-//                  Refused while the stream captures a CUDA graph.
+//   benchmark      cudnnFind*AlgorithmEx with our workspace (never the non-Ex Find that allocates
+//                  its own); fastest first. It writes garbage to the output: when the call
+//                  overwrites its output anyway (beta == 0) that is the caller's output, else a
+//                  scratch buffer. Refused while the stream captures a CUDA graph. Where memory is
+//                  short (the largest workspace, or the scratch output, cannot be allocated) it
+//                  degrades (times only what fits / takes cuDNN's heuristic ranking) and its result
+//                  is not cached, so a later call with more memory benchmarks properly.
 //   deterministic  cudnnGet*Algorithm_v7 keeping only rows with determinism == CUDNN_DETERMINISTIC.
 // A row qualifies when its status is SUCCESS, its workspace fits the limit, it meets the policy's
 // determinism rule and its math type keeps the precision policy (fp32 without allow_tf32 takes
@@ -23,8 +27,7 @@
 
 namespace knetcnn {
 
-// May an algorithm run with this math type under the precision policy?
-bool math_type_allowed(DType dtype, bool allow_tf32, cudnnMathType_t math_type);
+// (math_type_allowed, the precision policy, lives in algo_cache.hpp.)
 
 struct CandidateSelection {
   std::vector<AlgoCandidate> accepted;
@@ -35,7 +38,8 @@ struct CandidateSelection {
 CandidateSelection select_candidates(ConvDirection direction, const std::vector<PerfRecord>& results,
                                      AlgoPolicy policy, std::size_t workspace_limit, DType dtype, bool allow_tf32);
 
-// Whether a failed execution may move on to the next cached candidate: NOT_SUPPORTED* and
+// Whether a failed execution may move on to the next cached candidate: NOT_SUPPORTED*,
+// BAD_PARAM_MISALIGNED_POINTER (an algorithm that needs more alignment than a pointer has) and
 // allocation failures always (nothing ran); EXECUTION_FAILED* only when the output is being
 // overwritten (beta == 0), because a half-run kernel may have updated an accumulating output.
 bool is_fallback_status(const std::string& status_name, bool output_accumulates);
@@ -49,14 +53,20 @@ struct SearchRequest {
   int device = 0;
   cudaStream_t stream = nullptr;
   CaptureState capture = CaptureState::None;
-  std::size_t output_bytes = 0;  // the written tensor's extent: benchmark's scratch output size
+  std::size_t output_bytes = 0;     // the written tensor's extent: benchmark's scratch output size
+  bool output_overwritten = false;  // beta == 0: benchmark may write garbage to p.output itself
+};
+
+struct SearchResult {
+  std::vector<AlgoCandidate> candidates;
+  // False when the search had less memory than it wanted: do not cache what it found.
+  bool cacheable = true;
 };
 
 // Runs the search for `request.policy`; throws CudnnError(CUDNN_STATUS_NOT_SUPPORTED) naming
 // every rejected row when nothing qualifies, and CudaError(cudaErrorStreamCaptureUnsupported)
-// for a benchmark search during capture. `p.output` is ignored: benchmark uses a scratch buffer.
-std::vector<AlgoCandidate> search_conv_algorithms(cudnnHandle_t handle, const SearchRequest& request,
-                                                  const ConvDescriptorRefs& d, const ConvPointers& p,
-                                                  const std::string& context);
+// for a benchmark search during capture.
+SearchResult search_conv_algorithms(cudnnHandle_t handle, const SearchRequest& request, const ConvDescriptorRefs& d,
+                                    const ConvPointers& p, const std::string& context);
 
 }  // namespace knetcnn

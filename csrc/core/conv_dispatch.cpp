@@ -1,20 +1,41 @@
 #include "conv_dispatch.hpp"
 
+#include <algorithm>
+
 #include "cudnn_check.hpp"
 
 namespace knetcnn {
 namespace {
 
 template <typename Perf>
-std::vector<PerfRecord> to_records(const Perf* perf, int returned, int requested) {
+std::vector<PerfRecord> to_records(const std::vector<Perf>& perf, int returned) {
   std::vector<PerfRecord> out;
   // cuDNN fills only the first `returned` rows; never read past them.
   if (returned < 0) returned = 0;
-  if (returned > requested) returned = requested;
+  if (returned > static_cast<int>(perf.size())) returned = static_cast<int>(perf.size());
   for (int i = 0; i < returned; ++i)
     out.push_back(PerfRecord{static_cast<int>(perf[i].algo), perf[i].status, perf[i].time, perf[i].memory,
                              perf[i].determinism, perf[i].mathType});
   return out;
+}
+
+// How many result rows cuDNN may return: cudnnGetConvolution*AlgorithmMaxCount, which counts rows
+// (an algorithm may appear once per math type), not the *_ALGO_COUNT enumerators. At least the
+// enumerator count, so that a library reporting less still gets room for every algorithm.
+int max_rows(cudnnHandle_t handle, ConvDirection direction) {
+  int count = 0;
+  switch (direction) {
+    case ConvDirection::Forward:
+      KNETCNN_CUDNN(cudnnGetConvolutionForwardAlgorithmMaxCount(handle, &count));
+      break;
+    case ConvDirection::BackwardData:
+      KNETCNN_CUDNN(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(handle, &count));
+      break;
+    case ConvDirection::BackwardFilter:
+      KNETCNN_CUDNN(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(handle, &count));
+      break;
+  }
+  return std::max(count, conv_algo_count(direction));
 }
 
 }  // namespace
@@ -22,28 +43,30 @@ std::vector<PerfRecord> to_records(const Perf* perf, int returned, int requested
 std::vector<PerfRecord> conv_heuristic_results(cudnnHandle_t handle, ConvDirection direction,
                                                const ConvDescriptorRefs& d, const std::string& context) {
   int returned = 0;
+  const int rows = max_rows(handle, direction);
   switch (direction) {
     case ConvDirection::Forward: {
-      cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT] = {};
+      std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(rows);
       KNETCNN_CUDNN_CTX(cudnnGetConvolutionForwardAlgorithm_v7(handle, d.x.get(), d.w.get(), d.conv.get(), d.y.get(),
-                                                           CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf), context);
-      return to_records(perf, returned, CUDNN_CONVOLUTION_FWD_ALGO_COUNT);
+                                                               rows, &returned, perf.data()),
+                        context);
+      return to_records(perf, returned);
     }
     case ConvDirection::BackwardData: {
-      cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT] = {};
+      std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perf(rows);
       // (filterDesc, diffDesc = dy, convDesc, gradDesc = dx)
       KNETCNN_CUDNN_CTX(cudnnGetConvolutionBackwardDataAlgorithm_v7(handle, d.w.get(), d.y.get(), d.conv.get(),
-                                                                d.x.get(), CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
-                                                                &returned, perf), context);
-      return to_records(perf, returned, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT);
+                                                                    d.x.get(), rows, &returned, perf.data()),
+                        context);
+      return to_records(perf, returned);
     }
     case ConvDirection::BackwardFilter: {
-      cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT] = {};
+      std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> perf(rows);
       // (srcDesc = x, diffDesc = dy, convDesc, gradDesc = dw)
       KNETCNN_CUDNN_CTX(cudnnGetConvolutionBackwardFilterAlgorithm_v7(handle, d.x.get(), d.y.get(), d.conv.get(),
-                                                                  d.w.get(), CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
-                                                                  &returned, perf), context);
-      return to_records(perf, returned, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT);
+                                                                      d.w.get(), rows, &returned, perf.data()),
+                        context);
+      return to_records(perf, returned);
     }
   }
   return {};
@@ -54,30 +77,36 @@ std::vector<PerfRecord> conv_benchmark_results(cudnnHandle_t handle, ConvDirecti
                                                void* workspace, std::size_t workspace_bytes,
                                                const std::string& context) {
   int returned = 0;
+  const int rows = max_rows(handle, direction);
   switch (direction) {
     case ConvDirection::Forward: {
-      cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT] = {};
-      // (xDesc, x, wDesc, w, convDesc, yDesc, y = scratch, ..., workSpace, size)
+      std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(rows);
+      // (xDesc, x, wDesc, w, convDesc, yDesc, y = written, ..., workSpace, size)
       KNETCNN_CUDNN_CTX(cudnnFindConvolutionForwardAlgorithmEx(handle, d.x.get(), p.x, d.w.get(), p.w, d.conv.get(),
-                                                           d.y.get(), p.output, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
-                                                           &returned, perf, workspace, workspace_bytes), context);
-      return to_records(perf, returned, CUDNN_CONVOLUTION_FWD_ALGO_COUNT);
+                                                               d.y.get(), p.output, rows, &returned, perf.data(),
+                                                               workspace, workspace_bytes),
+                        context);
+      return to_records(perf, returned);
     }
     case ConvDirection::BackwardData: {
-      cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT] = {};
-      // (wDesc, w, dyDesc, dy, convDesc, dxDesc, dx = scratch, ..., workSpace, size)
-      KNETCNN_CUDNN_CTX(cudnnFindConvolutionBackwardDataAlgorithmEx(
-          handle, d.w.get(), p.w, d.y.get(), p.y, d.conv.get(), d.x.get(), p.output,
-          CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf, workspace, workspace_bytes), context);
-      return to_records(perf, returned, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT);
+      std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perf(rows);
+      // (wDesc, w, dyDesc, dy, convDesc, dxDesc, dx = written, ..., workSpace, size)
+      KNETCNN_CUDNN_CTX(cudnnFindConvolutionBackwardDataAlgorithmEx(handle, d.w.get(), p.w, d.y.get(), p.y,
+                                                                    d.conv.get(), d.x.get(), p.output, rows,
+                                                                    &returned, perf.data(), workspace,
+                                                                    workspace_bytes),
+                        context);
+      return to_records(perf, returned);
     }
     case ConvDirection::BackwardFilter: {
-      cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT] = {};
-      // (xDesc, x, dyDesc, dy, convDesc, dwDesc, dw = scratch, ..., workSpace, size)
-      KNETCNN_CUDNN_CTX(cudnnFindConvolutionBackwardFilterAlgorithmEx(
-          handle, d.x.get(), p.x, d.y.get(), p.y, d.conv.get(), d.w.get(), p.output,
-          CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf, workspace, workspace_bytes), context);
-      return to_records(perf, returned, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT);
+      std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> perf(rows);
+      // (xDesc, x, dyDesc, dy, convDesc, dwDesc, dw = written, ..., workSpace, size)
+      KNETCNN_CUDNN_CTX(cudnnFindConvolutionBackwardFilterAlgorithmEx(handle, d.x.get(), p.x, d.y.get(), p.y,
+                                                                      d.conv.get(), d.w.get(), p.output, rows,
+                                                                      &returned, perf.data(), workspace,
+                                                                      workspace_bytes),
+                        context);
+      return to_records(perf, returned);
     }
   }
   return {};

@@ -50,13 +50,15 @@ struct PerfRecord {
   cudnnMathType_t math_type = CUDNN_DEFAULT_MATH;
 };
 
-// cudnnGetConvolution*Algorithm_v7: cuDNN's ranking for the descriptors' current math type.
-// Only the `returnedAlgoCount` rows cuDNN filled are returned.
+// cudnnGetConvolution*Algorithm_v7: cuDNN's ranking for the descriptors' current math type (rows
+// of other math types may come too). Room for cudnnGetConvolution*AlgorithmMaxCount rows; only
+// the `returnedAlgoCount` rows cuDNN filled are returned.
 std::vector<PerfRecord> conv_heuristic_results(cudnnHandle_t handle, ConvDirection direction,
                                                const ConvDescriptorRefs& d, const std::string& context);
 
 // cudnnFindConvolution*AlgorithmEx: runs and times the algorithms with our buffers. `p.output`
-// must be a scratch buffer (it is overwritten with garbage), never the caller's result.
+// is overwritten with garbage: a scratch buffer, or the caller's result when the call overwrites
+// it anyway (beta == 0).
 std::vector<PerfRecord> conv_benchmark_results(cudnnHandle_t handle, ConvDirection direction,
                                                const ConvDescriptorRefs& d, const ConvPointers& p,
                                                void* workspace, std::size_t workspace_bytes,

@@ -1,5 +1,6 @@
 #include "conv_exec.hpp"
 
+#include <algorithm>
 #include <optional>
 
 #include "algo_cache.hpp"
@@ -41,6 +42,19 @@ ConvProblem conv_problem(ConvDirection direction, const ConvGeometry& g, DType d
   return problem;
 }
 
+// What became of the candidates of the last list tried, by kind of failure (the counts restart
+// with each list; the text keeps every attempt).
+struct Tally {
+  std::string tries;                 // "algo=... : why; ..." for the message
+  int stale = 0;                     // failures that will recur: the entry is wrong for this problem
+  int out_of_memory = 0;             // the workspace could not be allocated now
+  int capture_blocked = 0;           // the workspace cannot be allocated during graph capture
+  cudnnStatus_t last_status = CUDNN_STATUS_NOT_SUPPORTED;
+  std::string last_detail;           // cuDNN's explanation of the last failed execution
+  std::string last_allocation;       // the last allocation failure's message
+  void add(const std::string& algo, const std::string& why) { tries += (tries.empty() ? "" : "; ") + algo + ": " + why; }
+};
+
 // Runs one cuDNN convolution direction on operands whose shapes are exactly what cuDNN expects
 // (`y.shape` is cuDNN's forward output shape). Chooses the algorithm (cache, else search per the
 // policy), then runs the candidates in order until one succeeds.
@@ -64,73 +78,119 @@ void run_convolution(const ExecScope& scope, ConvDirection direction, const Conv
 
   const int device = scope.device();
   cudaStream_t stream = scope.stream();
+  const CaptureState capture = scope.capture();
   const std::size_t limit = resolve_workspace_limit(device, options.workspace_limit);
-  const std::string key = conv_algo_key(conv_problem(direction, g, dtype, xd, w.shape, yd, options, device, limit));
+  ConvProblem problem = conv_problem(direction, g, dtype, xd, w.shape, yd, options, device, limit);
+  problem.x_align = pointer_alignment(p.x);
+  problem.w_align = pointer_alignment(p.w);
+  problem.y_align = pointer_alignment(p.y);
+  const std::string key = conv_algo_key(problem);
+  const Scaling scaling(dtype, alpha, beta);
 
-  // During CUDA graph capture nothing may allocate or synchronize: the workspace cannot grow, and
-  // a search result limited by it is not cached.
-  const CaptureState capture = stream_capture_state(stream);
-  const bool capturing = capture != CaptureState::None;
+  // A search during capture is the heuristic or deterministic one (benchmark is refused): cuDNN's
+  // ranking, no kernels run, nothing allocated, under the full limit. Its result is cached like
+  // any other; one that had less memory than it wanted is not.
   auto search = [&]() {
     SearchRequest request;
     request.direction = direction;
     request.policy = options.algo;
     request.dtype = dtype;
     request.allow_tf32 = options.allow_tf32;
-    request.workspace_limit = capturing ? std::min(limit, workspace_size(device, stream)) : limit;
+    request.workspace_limit = limit;
     request.device = device;
     request.stream = stream;
     request.capture = capture;
     request.output_bytes = layout_bytes(written.shape, written.strides, dtype);
-    std::vector<AlgoCandidate> found = search_conv_algorithms(scope.handle(), request, d, p, context);
-    if (!capturing || request.workspace_limit == limit) algo_cache().insert(key, found);
-    return found;
+    request.output_overwritten = scaling.beta_is_zero();
+    SearchResult found = search_conv_algorithms(scope.handle(), request, d, p, context);
+    if (found.cacheable) algo_cache().insert(key, found.candidates);
+    return found.candidates;
   };
 
-  const Scaling scaling(dtype, alpha, beta);
   const char* function = conv_execute_function(direction);
-  std::string tries;
-  cudnnStatus_t last_status = CUDNN_STATUS_NOT_SUPPORTED;
-  std::string last_detail;
+  Tally tally;
   // Runs the candidates in order; true once one succeeded. Statuses that mean "this algorithm
   // cannot run here" move on to the next; any other failure raises at once.
   auto run_candidates = [&](const std::vector<AlgoCandidate>& candidates) {
+    tally.stale = tally.out_of_memory = tally.capture_blocked = 0;
     for (std::size_t i = 0; i < candidates.size(); ++i) {
       const AlgoCandidate& c = candidates[i];
       const std::string algo_text = "algo=" + conv_algo_name(direction, c.algo) + " math=" +
                                     math_type_name(c.math_type) + " workspace=" + std::to_string(c.workspace) +
                                     " bytes";
-      if (capturing && c.workspace > workspace_size(device, stream)) {
-        tries += (tries.empty() ? "" : "; ") + algo_text + ": the workspace cannot grow during graph capture";
+      // An entry may come from a file or another binding: hold it to this call's rules.
+      const std::string violation =
+          candidate_violation(direction, c, dtype, options.allow_tf32, options.algo, limit);
+      if (!violation.empty()) {
+        ++tally.stale;
+        tally.add(algo_text, "refused: " + violation);
         continue;
       }
-      std::optional<WorkspaceLease> lease;
-      try {
-        lease.emplace(acquire_workspace(device, stream, c.workspace, !capturing));
-      } catch (const CudaError& e) {
-        if (e.code_name() != "cudaErrorMemoryAllocation") throw;
-        tries += (tries.empty() ? "" : "; ") + algo_text + ": workspace allocation failed";
-        continue;
-      }
-      // The math type is part of the algorithm choice (cuDNN >= 7.4): apply the one found with it.
+      // The math type is part of the algorithm choice (cuDNN >= 7.4): apply the one found with it,
+      // and ask cuDNN what the algorithm needs with it now: a cached size is only a record.
       cd.set_math_type(c.math_type);
+      std::size_t queried = 0;
+      cudnn_clear_last_error();
+      const cudnnStatus_t size_status = conv_workspace_size(scope.handle(), direction, d, c.algo, &queried);
+      if (size_status != CUDNN_STATUS_SUCCESS) {
+        ++tally.stale;
+        tally.last_status = size_status;
+        tally.last_detail = cudnn_last_error();
+        tally.add(algo_text, "workspace query gave " + cudnn_status_name(size_status));
+        continue;
+      }
+      const std::size_t needed = std::max(c.workspace, queried);
+      if (needed > limit) {
+        ++tally.stale;
+        tally.add(algo_text, "needs " + std::to_string(needed) + " bytes of workspace, above workspace_limit=" +
+                                 std::to_string(limit));
+        continue;
+      }
+      std::optional<Workspace> workspace;
+      try {
+        workspace.emplace(device, stream, needed, capture);
+      } catch (const CudaError& e) {
+        if (is_out_of_memory(e.code())) {
+          ++tally.out_of_memory;
+          tally.last_allocation = e.what();
+          tally.add(algo_text, "allocating " + std::to_string(needed) + " bytes of workspace failed");
+        } else if (e.code() == static_cast<int>(cudaErrorStreamCaptureUnsupported)) {
+          ++tally.capture_blocked;
+          tally.last_allocation = e.what();
+          tally.add(algo_text, "its workspace cannot be allocated during graph capture on this device");
+        } else {
+          throw;
+        }
+        continue;
+      }
+      if (workspace->size() < needed) {  // never for a fresh allocation; checked, not assumed
+        ++tally.out_of_memory;
+        tally.add(algo_text, "the workspace holds only " + std::to_string(workspace->size()) + " bytes");
+        continue;
+      }
+      cudnn_clear_last_error();
+      const cudaError_t pending = cudaPeekAtLastError();
       const cudnnStatus_t status = conv_execute(scope.handle(), direction, d, p, c.algo,
-                                                c.workspace ? lease->get() : nullptr, c.workspace, scaling.alpha(),
+                                                needed ? workspace->get() : nullptr, needed, scaling.alpha(),
                                                 scaling.beta());
       if (status == CUDNN_STATUS_SUCCESS) {
-        // Remember what worked, so that the failed candidates are not retried on every call.
-        if (i > 0 && !capturing)
+        // Forget candidates that failed for good before this one, so that they are not retried on
+        // every call; ones that only lacked memory now stay.
+        if (i > 0 && tally.out_of_memory + tally.capture_blocked == 0)
           algo_cache().insert(key, std::vector<AlgoCandidate>(candidates.begin() + static_cast<long>(i),
                                                               candidates.end()));
         return true;
       }
       const std::string name = cudnn_status_name(status);
       if (!is_fallback_status(name, !scaling.beta_is_zero()))
-        check_cudnn(status, function, context + " " + algo_text);  // throws
-      last_status = status;
-      last_detail = cudnn_last_error();
-      cudaGetLastError();  // a launch failure behind the status must not leak into the next candidate
-      tries += (tries.empty() ? "" : "; ") + algo_text + ": " + name;
+        check_cudnn(status, function, context + " " + algo_text);  // throws, with cuDNN's explanation
+      ++tally.stale;
+      tally.last_status = status;
+      tally.last_detail = cudnn_last_error();
+      // A launch failure behind the status must not leak into the next candidate, nor into the
+      // caller's next check; an error the caller had pending before is theirs and stays.
+      clear_own_cuda_error(cudaPeekAtLastError(), pending);
+      tally.add(algo_text, name);
     }
     return false;
   };
@@ -138,18 +198,32 @@ void run_convolution(const ExecScope& scope, ConvDirection direction, const Conv
   std::optional<std::vector<AlgoCandidate>> cached = algo_cache().find(key);
   if (cached) {
     if (run_candidates(*cached)) return;
-    // Every cached choice failed: the entry is stale (loaded from a file, less memory now).
-    // Forget it and search again, once, where a search may run.
-    algo_cache().erase(key);
-    if (search_refusal_reason(options.algo, capture).empty() && run_candidates(search())) return;
+    // Every cached choice failed. Where one failed for good the entry is stale (loaded from a
+    // file, another cuDNN): forget it and search again, once, where a search may run. Where all
+    // only lacked memory (or could not allocate during capture), the entry is right: keep it.
+    if (tally.stale > 0) {
+      algo_cache().erase(key);
+      if (search_refusal_reason(options.algo, capture).empty() && run_candidates(search())) return;
+    }
   } else if (run_candidates(search())) {
     return;
   }
-  algo_cache().erase(key);
+  // (The counts are the last list's: the cached one, or the fresh search's that replaced it.)
+  if (tally.stale == 0 && tally.capture_blocked > 0)
+    throw CudaError(static_cast<int>(cudaErrorStreamCaptureUnsupported), "cudaErrorStreamCaptureUnsupported",
+                    std::string(function) + ": no candidate algorithm can run during this graph capture [" + context +
+                        "]: " + tally.tries + ". " + tally.last_allocation +
+                        ". Capture on a device with memory pools, or under knetcnn.options(workspace_limit=0)");
+  if (tally.stale == 0 && tally.out_of_memory > 0)
+    throw CudaError(static_cast<int>(cudaErrorMemoryAllocation), "cudaErrorMemoryAllocation",
+                    std::string(function) + ": out of device memory for every candidate algorithm's workspace [" +
+                        context + "]: " + tally.tries +
+                        ". Lower knetcnn.options(workspace_limit=...) or free device memory");
+  if (tally.stale > 0) algo_cache().erase(key);
   std::string message = std::string(function) + " failed with every candidate algorithm [" + context + "]: " +
-                        (tries.empty() ? "no candidate" : tries);
-  if (!last_detail.empty()) message += ": " + last_detail;
-  throw CudnnError(static_cast<int>(last_status), cudnn_status_name(last_status), function, message);
+                        (tally.tries.empty() ? "no candidate" : tally.tries);
+  if (!tally.last_detail.empty()) message += ": " + tally.last_detail;
+  throw CudnnError(static_cast<int>(tally.last_status), cudnn_status_name(tally.last_status), function, message);
 }
 
 // A zero-filled packed temporary of cuDNN's forward output shape `big` holding `small` (an
@@ -165,10 +239,11 @@ std::unique_ptr<PaddedOperand> pad_to(const ExecScope& scope, DType dtype, const
   const Shape strides = packed_strides(big);
   const std::size_t bytes = layout_bytes(big, strides, dtype);
   auto padded = std::unique_ptr<PaddedOperand>(new PaddedOperand{
-      DeviceScratch(bytes, scope.device(), scope.stream(), "zero-padded copy for output_padding >= stride"),
+      DeviceScratch(bytes, scope.device(), scope.stream(), scope.capture(),
+                    "zero-padded copy for output_padding >= stride"),
       Operand{}});
   padded->operand = Operand{small.role, padded->scratch.get(), big, strides};
-  check_cuda(cudaMemsetAsync(padded->scratch.get(), 0, bytes, scope.stream()), "cudaMemsetAsync", context);
+  KNETCNN_CUDA_CTX(cudaMemsetAsync(padded->scratch.get(), 0, bytes, scope.stream()), context);
   // Same dims, two layouts: `small` lands in the leading block of the larger packed tensor.
   transform_tensor(scope, dtype, unit_scaling(dtype), small.shape, small.data, small.strides,
                    padded->scratch.get(), strides, context);
@@ -184,7 +259,7 @@ void forward(const ExecScope& scope, const ConvGeometry& g, DType dtype, const O
     return;
   }
   const Shape strides = packed_strides(big);
-  DeviceScratch scratch(layout_bytes(big, strides, dtype), scope.device(), scope.stream(),
+  DeviceScratch scratch(layout_bytes(big, strides, dtype), scope.device(), scope.stream(), scope.capture(),
                         "cuDNN's larger forward output for output_padding >= stride");
   const Operand whole{y.role, scratch.get(), big, strides};
   run_convolution(scope, ConvDirection::Forward, g, dtype, x, w, whole, alpha, 0.0, options, context);
@@ -271,7 +346,7 @@ void conv4_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& w, const
                 const ExecOptions& options) {
   const std::string op = "conv4";
   check_kind("conv4", g, false);
-  check_scaling(op, alpha, beta);
+  check_scaling(op, dtype, alpha, beta);
   const Operand wo = make_filter_operand(op, "w", w, g.filter);
   const Operand xo = make_operand(op, "x", x, g.input, false);
   const Operand yo = make_operand(op, "y", y, g.output, true);
@@ -286,7 +361,7 @@ void conv4x_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& w, cons
                  const ExecOptions& options) {
   const std::string op = "conv4x";
   check_kind("conv4x", g, false);
-  check_scaling(op, alpha, beta);
+  check_scaling(op, dtype, alpha, beta);
   const Operand wo = make_filter_operand(op, "w", w, g.filter);
   const Operand dyo = make_operand(op, "dy", dy, g.output, false);
   const Operand dxo = make_operand(op, "dx", dx, g.input, true);
@@ -301,7 +376,7 @@ void conv4w_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& x, cons
                  const ExecOptions& options) {
   const std::string op = "conv4w";
   check_kind("conv4w", g, false);
-  check_scaling(op, alpha, beta);
+  check_scaling(op, dtype, alpha, beta);
   const Operand xo = make_operand(op, "x", x, g.input, false);
   const Operand dyo = make_operand(op, "dy", dy, g.output, false);
   const Operand dwo = make_filter_operand(op, "dw", dw, g.filter);
@@ -316,7 +391,7 @@ void deconv4_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& w, con
                   const ExecOptions& options) {
   const std::string op = "deconv4";
   check_kind("deconv4", g, true);
-  check_scaling(op, alpha, beta);
+  check_scaling(op, dtype, alpha, beta);
   const Operand wo = make_filter_operand(op, "w", w, g.filter);
   const Operand xo = make_operand(op, "x", x, g.output, false);  // deconv4's input: cuDNN's dy
   const Operand yo = make_operand(op, "y", y, g.input, true);    // deconv4's result: cuDNN's dx
@@ -331,7 +406,7 @@ void deconv4w_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& x, co
                    const ExecOptions& options) {
   const std::string op = "deconv4w";
   check_kind("deconv4w", g, true);
-  check_scaling(op, alpha, beta);
+  check_scaling(op, dtype, alpha, beta);
   const Operand xo = make_operand(op, "x", x, g.output, false);    // deconv4's input: cuDNN's dy
   const Operand dyo = make_operand(op, "dy", dy, g.input, false);  // grad of deconv4's result: cuDNN's x
   const Operand dwo = make_filter_operand(op, "dw", dw, g.filter);
@@ -346,7 +421,7 @@ void deconv4x_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& w, co
                    const ExecOptions& options) {
   const std::string op = "deconv4x";
   check_kind("deconv4x", g, true);
-  check_scaling(op, alpha, beta);
+  check_scaling(op, dtype, alpha, beta);
   const Operand wo = make_filter_operand(op, "w", w, g.filter);
   const Operand dyo = make_operand(op, "dy", dy, g.input, false);  // cuDNN's x
   const Operand dxo = make_operand(op, "dx", dx, g.output, true);  // cuDNN's y

@@ -3,6 +3,16 @@
 #include "errors.hpp"
 
 namespace knetcnn {
+namespace {
+
+// Only the name of the called function, not its argument list.
+std::string function_name(const char* function) {
+  std::string call = function;
+  if (auto paren = call.find('('); paren != std::string::npos) call.resize(paren);
+  return call;
+}
+
+}  // namespace
 
 std::string cudnn_status_name(cudnnStatus_t status) {
   const char* name = cudnnGetErrorString(status);
@@ -15,12 +25,15 @@ std::string cudnn_last_error() {
   return buffer;
 }
 
+void cudnn_clear_last_error() {
+  char buffer[256];
+  cudnnGetLastErrorString(buffer, sizeof(buffer));
+}
+
 void check_cudnn(cudnnStatus_t status, const char* function, const std::string& context) {
   if (status == CUDNN_STATUS_SUCCESS) return;
   const std::string name = cudnn_status_name(status);
-  // Only the name of the called function, not its argument list.
-  std::string call = function;
-  if (auto paren = call.find('('); paren != std::string::npos) call.resize(paren);
+  const std::string call = function_name(function);
   std::string message = call + " failed with " + name;
   if (!context.empty()) message += " [" + context + "]";
   const std::string detail = cudnn_last_error();
@@ -30,11 +43,9 @@ void check_cudnn(cudnnStatus_t status, const char* function, const std::string& 
 
 void check_cuda(cudaError_t status, const char* function, const std::string& context) {
   if (status == cudaSuccess) return;
-  cudaGetLastError();  // clear a non-sticky error so the next call does not inherit it
   const char* name = cudaGetErrorName(status);
   const char* text = cudaGetErrorString(status);
-  std::string message = std::string(function) + " failed with " + (name ? name : "?") + ": " +
-                        (text ? text : "");
+  std::string message = function_name(function) + " failed with " + (name ? name : "?") + ": " + (text ? text : "");
   if (!context.empty()) message += " [" + context + "]";
   throw CudaError(static_cast<int>(status), name ? name : "?", message);
 }

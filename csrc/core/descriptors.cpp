@@ -19,14 +19,17 @@ void check_int_range(const char* role, const Shape& shape, const Shape& strides)
     throw value_error(std::string(role) + " has shape " + shape_to_string(shape) +
                       ": cuDNN tensors hold at most 2147483647 elements; split the batch (axis 0)");
   int64_t last_offset = 0;
+  bool overflow = false;
   for (std::size_t i = 0; i < shape.size(); ++i) {
     if (shape[i] < 1 || strides[i] < 0 || strides[i] > INT_MAX)
       throw value_error(std::string(role) + " has shape " + shape_to_string(shape) + " and strides " +
                         shape_to_string(strides) +
                         ": cuDNN needs sizes >= 1 and strides in 0..2147483647");
-    last_offset += (shape[i] - 1) * strides[i];
+    int64_t term = 0;
+    overflow = overflow || __builtin_mul_overflow(shape[i] - 1, strides[i], &term) ||
+               __builtin_add_overflow(last_offset, term, &last_offset);
   }
-  if (last_offset > INT_MAX)
+  if (overflow || last_offset > INT_MAX)
     throw value_error(std::string(role) + " spans more than 2147483647 elements (strides " +
                       shape_to_string(strides) + "): cuDNN cannot address it");
 }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <sstream>
 
 #include "cudnn_check.hpp"
@@ -57,10 +58,25 @@ Scaling::Scaling(DType dtype, double alpha, double beta)
 
 Scaling unit_scaling(DType dtype) { return Scaling(dtype, 1.0, 0.0); }
 
-std::size_t layout_bytes(const Shape& shape, const Shape& strides, DType dtype) {
+int64_t last_offset(const Shape& shape, const Shape& strides) {
+  if (shape.size() != strides.size()) return -1;
   int64_t last = 0;
-  for (std::size_t i = 0; i < shape.size(); ++i) last += (shape[i] - 1) * strides[i];
-  return static_cast<std::size_t>(last + 1) * dtype_size(dtype);
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    int64_t term = 0;
+    if (shape[i] < 1 || strides[i] < 0 || __builtin_mul_overflow(shape[i] - 1, strides[i], &term) ||
+        __builtin_add_overflow(last, term, &last))
+      return -1;
+  }
+  return last;
+}
+
+std::size_t layout_bytes(const Shape& shape, const Shape& strides, DType dtype) {
+  const int64_t last = last_offset(shape, strides);
+  int64_t bytes = 0;
+  if (last < 0 || __builtin_mul_overflow(last + 1, static_cast<int64_t>(dtype_size(dtype)), &bytes))
+    throw value_error("shape " + shape_to_string(shape) + " with strides " + shape_to_string(strides) +
+                      " addresses more bytes than fit in 63 bits");
+  return static_cast<std::size_t>(bytes);
 }
 
 Operand make_operand(const std::string& op, const char* role, const DeviceTensor& t, const Shape& shape,
@@ -84,9 +100,8 @@ Operand make_operand(const std::string& op, const char* role, const DeviceTensor
   }
   // The descriptors refuse these too, but only once a device is there: say it first.
   const int64_t elements = element_count(shape);
-  int64_t last = 0;
-  for (std::size_t i = 0; i < shape.size(); ++i) last += (shape[i] - 1) * o.strides[i];
-  if (elements < 0 || elements > kMaxDescriptorInt || last > kMaxDescriptorInt)
+  const int64_t last = last_offset(shape, o.strides);  // -1 on overflow
+  if (elements < 0 || elements > kMaxDescriptorInt || last < 0 || last > kMaxDescriptorInt)
     throw value_error(op + ": " + role + " has shape " + shape_to_string(shape) + " and strides " +
                       shape_to_string(o.strides) +
                       ": cuDNN tensors hold and address at most 2147483647 elements; split the batch (axis 0)");
@@ -121,9 +136,16 @@ void check_disjoint(const std::string& op, DType dtype, const Operand& written,
   }
 }
 
-void check_scaling(const std::string& op, double alpha, double beta) {
-  if (!std::isfinite(alpha)) throw value_error(op + ": alpha=" + number(alpha) + ": alpha must be a finite number");
-  if (!std::isfinite(beta)) throw value_error(op + ": beta=" + number(beta) + ": beta must be a finite number");
+void check_scaling(const std::string& op, DType dtype, double alpha, double beta) {
+  for (const auto& [name, value] : {std::make_pair("alpha", alpha), std::make_pair("beta", beta)}) {
+    const std::string what = op + ": " + name + "=" + number(value) + ": ";
+    if (!std::isfinite(value)) throw value_error(what + name + " must be a finite number");
+    // cuDNN reads the scalings as host floats for these types: the conversion must stay finite.
+    if (!scaling_is_double(dtype) && std::isinf(static_cast<float>(value)))
+      throw value_error(what + "for " + dtype_name(dtype) + " data cuDNN reads " + name +
+                        " as a float, whose largest magnitude is " + number(std::numeric_limits<float>::max()) +
+                        "; " + name + " would become infinity");
+  }
 }
 
 std::string conv_context(const std::string& op, const ConvGeometry& g, DType dtype,
@@ -149,9 +171,12 @@ ExecScope::ExecScope(const ExecTarget& target, const std::vector<const Operand*>
   if (target.device < 0)
     throw value_error("device=" + std::to_string(target.device) + ": the device ordinal must be >= 0");
   require_device(target.device);
+  cudnn_clear_last_error();
   guard_ = std::make_unique<DeviceGuard>(target.device);
+  check_stream_device(target.stream, target.device);
   for (const Operand* o : operands) check_device_pointer(o->role, o->data, target.device);
-  handle_ = cudnn_handle(target.device, target.stream);
+  capture_ = stream_capture_state(target.stream);
+  handle_ = cudnn_handle(target.device, target.stream, capture_);
 }
 
 void transform_tensor(const ExecScope& scope, DType dtype, const Scaling& scaling, const Shape& dims,

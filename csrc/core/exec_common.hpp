@@ -59,8 +59,12 @@ class Scaling {
 // 1 and 0, for internal copies.
 Scaling unit_scaling(DType dtype);
 
-// Bytes from the first to one past the last element the layout addresses.
+// Bytes from the first to one past the last element the layout addresses (sizes >= 1, strides
+// >= 0). ValueError if that does not fit in 63 bits.
 std::size_t layout_bytes(const Shape& shape, const Shape& strides, DType dtype);
+// The largest element offset the layout addresses, sum((shape[i] - 1) * strides[i]), or -1 if it
+// overflows int64 (or a size is < 1 or a stride < 0).
+int64_t last_offset(const Shape& shape, const Shape& strides);
 
 // Checks one argument: non-null, strides of the right length and >= 0, and (for a written
 // tensor) no two elements sharing an address. ValueErrors name `op` and the argument.
@@ -70,8 +74,9 @@ Operand make_operand(const std::string& op, const char* role, const DeviceTensor
 Operand make_filter_operand(const std::string& op, const char* role, const DeviceTensor& t, const Shape& shape);
 // The written tensor must not share memory with any read one (cuDNN computes out of place).
 void check_disjoint(const std::string& op, DType dtype, const Operand& written, const std::vector<const Operand*>& read);
-// alpha and beta must be finite.
-void check_scaling(const std::string& op, double alpha, double beta);
+// alpha and beta must be finite, and (for half, bfloat16 and float data, where cuDNN reads them as
+// host floats) within float's range: a larger magnitude would silently become infinity.
+void check_scaling(const std::string& op, DType dtype, double alpha, double beta);
 
 // "conv4: w (8, 3, 3, 3) x (2, 3, 32, 32) strides (...) ... float32 padding=(1, 1) ...".
 std::string conv_context(const std::string& op, const ConvGeometry& g, DType dtype,
@@ -82,18 +87,22 @@ std::string pool_context(const std::string& op, const PoolGeometry& g, DType dty
                          const ExecOptions& options);
 
 // The device side of a call, in order: the GPU must be usable (DeviceUnavailable says why and
-// how to fix it), `device` becomes current for the scope, every pointer must be device memory on
-// it, and the thread's cuDNN handle for it is bound to the stream.
+// how to fix it), `device` becomes current for the scope, the stream must belong to it, every
+// pointer must be device memory on it, the stream's graph-capture state is read once, and the
+// thread's cuDNN handle for the device is bound to the stream. cuDNN's last-error text is cleared
+// first, so that no message of this call carries an earlier call's explanation.
 class ExecScope {
  public:
   ExecScope(const ExecTarget& target, const std::vector<const Operand*>& operands);
   cudnnHandle_t handle() const { return handle_; }
   int device() const { return target_.device; }
   cudaStream_t stream() const { return target_.stream; }
+  CaptureState capture() const { return capture_; }
 
  private:
   ExecTarget target_;
   std::unique_ptr<DeviceGuard> guard_;
+  CaptureState capture_ = CaptureState::None;
   cudnnHandle_t handle_ = nullptr;
 };
 

@@ -96,6 +96,22 @@ ConvCommon check_conv_common(const std::string& function, const Shape& w, const 
 
 int64_t dilated_kernel(int64_t k, int64_t dilation) { return (k - 1) * dilation + 1; }
 
+// cuDNN computes output sizes in 32-bit ints: the padded input X + 2*padding and the dilated
+// kernel (K-1)*dilation + 1 must fit, or its arithmetic overflows before any range check of ours
+// could see it. (The operands are <= 2147483647 each, so int64 holds these sums exactly.)
+void check_int_arithmetic(const std::string& function, int axis, const std::string& padding_arg, int64_t size,
+                          int64_t padding, const std::string& kernel_arg = "", int64_t span = 1) {
+  if (span > kMaxDescriptorInt)
+    fail(function, kernel_arg,
+         "the dilated kernel (K-1)*dilation + 1 must be <= 2147483647: cuDNN computes it in 32-bit ints "
+         "(spatial axis " + std::to_string(axis) + " gives " + std::to_string(span) + ")");
+  if (size + 2 * padding > kMaxDescriptorInt)
+    fail(function, padding_arg,
+         "the padded size X + 2*padding must be <= 2147483647: cuDNN computes it in 32-bit ints (spatial axis " +
+             std::to_string(axis) + ": " + std::to_string(size) + " + 2*" + std::to_string(padding) + " = " +
+             std::to_string(size + 2 * padding) + ")");
+}
+
 }  // namespace
 
 std::string AxisArg::to_string() const {
@@ -137,6 +153,8 @@ ConvGeometry conv4_geometry(const std::string& function, const Shape& w, const S
   g.output = {x[0], outputs};
   for (int i = 0; i < c.dims; ++i) {
     const int64_t size = x[2 + i], span = dilated_kernel(w[2 + i], c.dilation[i]);
+    check_int_arithmetic(function, i, "padding=" + o.padding.to_string(), size, c.padding[i],
+                         "dilation=" + o.dilation.to_string(), span);
     const int64_t padded = size + 2 * c.padding[i];
     if (padded < span)
       fail(function, "x has shape " + shape_to_string(x),
@@ -182,6 +200,8 @@ ConvGeometry deconv4_geometry(const std::string& function, const Shape& w, const
       fail(function, "output_padding=" + o.output_padding.to_string(),
            "output_padding must be < max(stride, dilation) (spatial axis " + std::to_string(i) +
                ": " + std::to_string(extra[i]) + " >= " + std::to_string(limit) + ")");
+    const int64_t span = dilated_kernel(w[2 + i], c.dilation[i]);
+    if (span > kMaxDescriptorInt) check_int_arithmetic(function, i, "", 0, 0, "dilation=" + o.dilation.to_string(), span);
     const int64_t size = c.stride[i] * (x[2 + i] - 1) + dilated_kernel(w[2 + i], c.dilation[i]) -
                          2 * c.padding[i] + extra[i];
     if (size < 1)
@@ -191,6 +211,8 @@ ConvGeometry deconv4_geometry(const std::string& function, const Shape& w, const
     if (size > kMaxDescriptorInt)
       fail(function, "x has shape " + shape_to_string(x),
            "the output size must be <= 2147483647 (spatial axis " + std::to_string(i) + ")");
+    // The result is cuDNN's input: cuDNN pads it.
+    check_int_arithmetic(function, i, "padding=" + o.padding.to_string(), size, c.padding[i]);
     g.input.push_back(size);
   }
   g.padding = c.padding;
@@ -241,6 +263,7 @@ PoolGeometry pool_geometry(const std::string& function, const Shape& x, const Po
   g.input = x;
   g.output = {x[0], x[1]};
   for (int i = 0; i < c.dims; ++i) {
+    check_int_arithmetic(function, i, "padding=" + o.padding.to_string(), x[2 + i], c.padding[i]);
     const int64_t padded = x[2 + i] + 2 * c.padding[i];
     if (c.window[i] > padded)
       fail(function, "window=" + o.window.to_string(),
@@ -275,6 +298,8 @@ PoolGeometry unpool_geometry(const std::string& function, const Shape& x, const 
     if (size > kMaxDescriptorInt)
       fail(function, "x has shape " + shape_to_string(x),
            "the output size must be <= 2147483647 (spatial axis " + std::to_string(i) + ")");
+    // The result is cuDNN's pooling input: cuDNN pads it.
+    check_int_arithmetic(function, i, "padding=" + o.padding.to_string(), size, c.padding[i]);
     g.input.push_back(size);
   }
   g.window = c.window;

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cudnn_check.hpp"
+#include "errors.hpp"
 
 namespace knetcnn {
 namespace {
@@ -38,7 +39,7 @@ thread_local ThreadHandles t_handles;
 
 }  // namespace
 
-cudnnHandle_t cudnn_handle(int device, cudaStream_t stream) {
+cudnnHandle_t cudnn_handle(int device, cudaStream_t stream, CaptureState capture) {
   cudnnHandle_t handle = nullptr;
   auto it = t_handles.by_device.find(device);
   if (it != t_handles.by_device.end()) {
@@ -54,7 +55,14 @@ cudnnHandle_t cudnn_handle(int device, cudaStream_t stream) {
       }
     }
     if (!handle) {
+      if (capture != CaptureState::None)
+        throw CudaError(static_cast<int>(cudaErrorStreamCaptureUnsupported), "cudaErrorStreamCaptureUnsupported",
+                        "knetcnn needs a cuDNN handle for device " + std::to_string(device) +
+                            " on this thread, but the stream is capturing a CUDA graph, where cudnnCreate (which "
+                            "allocates and synchronizes) may not run: make one knetcnn call on this thread "
+                            "before capturing");
       // The current device is `device` (DeviceGuard): cudnnCreate binds the handle to it.
+      RelaxedCaptureMode relaxed;
       KNETCNN_CUDNN_CTX(cudnnCreate(&handle), "device " + std::to_string(device));
       ++g_created;
     }

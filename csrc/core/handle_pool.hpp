@@ -12,11 +12,18 @@
 #include <cuda_runtime_api.h>
 #include <cudnn.h>
 
+#include "device_memory.hpp"
+
 namespace knetcnn {
 
 // The calling thread's handle for `device` (the caller has made `device` current, see
 // DeviceGuard), with cudnnSetStream(stream) applied: set on every call, never assumed.
-cudnnHandle_t cudnn_handle(int device, cudaStream_t stream);
+// cudnnCreate allocates device memory and synchronizes, which a stream capturing a CUDA graph does
+// not allow: when this thread has no handle for `device` yet (and none is pooled) and `capture`
+// is not None, it throws CudaError(cudaErrorStreamCaptureUnsupported) saying to make one call
+// before capturing. Outside capture, cudnnCreate runs in relaxed capture mode, so that another
+// thread's global-mode capture neither rejects it nor is invalidated by it.
+cudnnHandle_t cudnn_handle(int device, cudaStream_t stream, CaptureState capture = CaptureState::None);
 
 // Handles created so far (in use or pooled), for tests and diagnostics.
 int cudnn_handles_created();

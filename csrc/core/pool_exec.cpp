@@ -31,7 +31,7 @@ Staged stage_read(const ExecScope& scope, DType dtype, const Operand& o, const s
   if (!needs_packing(o) && (!force || o.packed())) return Staged{o, nullptr};
   const Shape strides = packed_strides(o.shape);
   auto scratch = std::make_unique<DeviceScratch>(layout_bytes(o.shape, strides, dtype), scope.device(),
-                                                 scope.stream(), "packed copy for pooling");
+                                                 scope.stream(), scope.capture(), "packed copy for pooling");
   transform_tensor(scope, dtype, unit_scaling(dtype), o.shape, o.data, o.strides, scratch->get(), strides, context);
   Operand packed{o.role, scratch->get(), o.shape, strides};
   return Staged{packed, std::move(scratch)};
@@ -43,7 +43,7 @@ Staged stage_write(const ExecScope& scope, DType dtype, const Operand& o, bool f
   if (!needs_packing(o) && (!force || o.packed())) return Staged{o, nullptr};
   const Shape strides = packed_strides(o.shape);
   auto scratch = std::make_unique<DeviceScratch>(layout_bytes(o.shape, strides, dtype), scope.device(),
-                                                 scope.stream(), "packed result for pooling");
+                                                 scope.stream(), scope.capture(), "packed result for pooling");
   Operand packed{o.role, scratch->get(), o.shape, strides};
   return Staged{packed, std::move(scratch)};
 }
@@ -104,7 +104,7 @@ void pool_exec(const PoolGeometry& g, DType dtype, const DeviceTensor& x, const 
                double beta, const ExecTarget& target, const ExecOptions& options) {
   const std::string op = "pool";
   check_kind("pool", g, false);
-  check_scaling(op, alpha, beta);
+  check_scaling(op, dtype, alpha, beta);
   const Operand xo = make_operand(op, "x", x, g.input, false);
   const Operand yo = make_operand(op, "y", y, g.output, true);
   check_disjoint(op, dtype, yo, {&xo});
@@ -129,7 +129,7 @@ void poolx_exec(const PoolGeometry& g, DType dtype, const DeviceTensor& x, const
                 const ExecOptions& options) {
   const std::string op = "poolx";
   check_kind("poolx", g, false);
-  check_scaling(op, alpha, beta);
+  check_scaling(op, dtype, alpha, beta);
   const Operand xo = make_operand(op, "x", x, g.input, false);
   const Operand yo = make_operand(op, "y", y, g.output, false);
   const Operand dyo = make_operand(op, "dy", dy, g.output, false);
@@ -152,7 +152,7 @@ void poolx_exec(const PoolGeometry& g, DType dtype, const DeviceTensor& x, const
   if (max_mode && alpha != 1.0) {
     const Shape strides = packed_strides(g.output);
     ys.scratch = std::make_unique<DeviceScratch>(layout_bytes(g.output, strides, dtype), scope.device(),
-                                                 scope.stream(), "unscaled pooling output for poolx");
+                                                 scope.stream(), scope.capture(), "unscaled pooling output for poolx");
     ys.operand = Operand{"y (recomputed with alpha=1)", ys.scratch->get(), g.output, strides};
     const TensorDescriptor y0d("y", dtype, g.output, strides);
     const Scaling unit = unit_scaling(dtype);
@@ -181,7 +181,7 @@ void unpool_exec(const PoolGeometry& g, DType dtype, const DeviceTensor& x, cons
                  double beta, const ExecTarget& target, const ExecOptions& options) {
   const std::string op = "unpool";
   check_kind("unpool", g, true);
-  check_scaling(op, alpha, beta);
+  check_scaling(op, dtype, alpha, beta);
   const double scale = checked_unpool_scale(op, g, dtype, alpha);
   const Operand xo = make_operand(op, "x", x, g.output, false);  // unpool's input: cuDNN's dy (and y)
   const Operand yo = make_operand(op, "y", y, g.input, true);    // unpool's result: cuDNN's dx (and x)
@@ -194,11 +194,18 @@ void unpool_exec(const PoolGeometry& g, DType dtype, const DeviceTensor& x, cons
   const Staged ys = stage_write(scope, dtype, yo);
   const TensorDescriptor small("x", dtype, xs.operand.shape, xs.operand.strides);
   const TensorDescriptor large("y", dtype, ys.operand.shape, ys.operand.strides);
+  // cuDNN's forward input x: average modes do not read it, but nothing documents that, and the
+  // result buffer may not be handed to cuDNN as a read-only input it also writes. A zeroed buffer
+  // in the result's layout (the x/dx layouts must match) stands in for it.
+  const std::size_t x_bytes = layout_bytes(ys.operand.shape, ys.operand.strides, dtype);
+  const DeviceScratch forward_input(x_bytes, scope.device(), scope.stream(), scope.capture(),
+                                    "zeroed stand-in for cuDNN's pooling input x");
+  KNETCNN_CUDA_CTX(cudaMemsetAsync(forward_input.get(), 0, x_bytes, scope.stream()), context);
   const Scaling s(dtype, scale, cudnn_beta(ys, beta));
-  // (poolingDesc, alpha, yDesc, y := x, dyDesc, dy := x, xDesc, x := result (not read by average
-  // modes), beta, dxDesc, dx := result)
+  // (poolingDesc, alpha, yDesc, y := x, dyDesc, dy := x, xDesc, x := zeros, beta, dxDesc,
+  // dx := result)
   KNETCNN_CUDNN_CTX(cudnnPoolingBackward(scope.handle(), pd.get(), s.alpha(), small.get(), xs.operand.data,
-                                         small.get(), xs.operand.data, large.get(), ys.operand.data, s.beta(),
+                                         small.get(), xs.operand.data, large.get(), forward_input.get(), s.beta(),
                                          large.get(), ys.operand.data),
                     context + " cuDNN alpha=prod(window)/alpha=" + number(scale));
   finish_write(scope, dtype, ys, yo, beta, context);
@@ -208,7 +215,7 @@ void unpoolx_exec(const PoolGeometry& g, DType dtype, const DeviceTensor& dy, co
                   double beta, const ExecTarget& target, const ExecOptions& options) {
   const std::string op = "unpoolx";
   check_kind("unpoolx", g, true);
-  check_scaling(op, alpha, beta);
+  check_scaling(op, dtype, alpha, beta);
   const double scale = checked_unpool_scale(op, g, dtype, alpha);
   const Operand dyo = make_operand(op, "dy", dy, g.input, false);  // grad of unpool's result: cuDNN's x
   const Operand dxo = make_operand(op, "dx", dx, g.output, true);  // grad of unpool's input: cuDNN's y

@@ -18,8 +18,10 @@
 //   dy, so both factors fold into cuDNN's alpha, prod(window)/alpha, and no extra kernel runs.
 //   unpoolx = prod(window) * avgpool_forward(dy, alpha = 1/alpha): cuDNN's alpha is again
 //   prod(window)/alpha. (Exact in real arithmetic; rounding differs from scaling x first by at
-//   most a rounding of the folded factor.) cuDNN's average backward reads neither y nor x: unpool
-//   passes its input as y (same shape as dy) and its result buffer as x, as Knet does.
+//   most a rounding of the folded factor.) cuDNN's average backward should read neither y nor x,
+//   but cuDNN does not document it: unpool passes its input as y (same shape and layout as dy)
+//   and, as x, a zeroed temporary in the result's layout (never the result buffer itself, which
+//   cuDNN writes as dx while x is declared read-only; Knet passed the result).
 // - Layouts: cuDNN's pooling needs innermost stride 1 (NOT_SUPPORTED otherwise), and
 //   cudnnPoolingBackward needs x and dx in the same layout, and y and dy in the same layout
 //   (BAD_PARAM otherwise). Tensors that break either rule are copied to packed temporaries

@@ -3,6 +3,7 @@
 #include <cuda_runtime_api.h>
 #include <cudnn.h>
 
+#include "cudnn_check.hpp"
 #include "errors.hpp"
 
 namespace knetcnn {
@@ -34,10 +35,11 @@ RuntimeInfo query_runtime() {
   if (cudaRuntimeGetVersion(&info.cuda_runtime_version) != cudaSuccess) info.cuda_runtime_version = 0;
   if (cudaDriverGetVersion(&info.driver_version) != cudaSuccess) info.driver_version = 0;
   int count = 0;
+  const cudaError_t pending = cudaPeekAtLastError();
   const cudaError_t status = cudaGetDeviceCount(&count);
   // On failure the count is left unset (architecture.md): trust the status, never the count.
   if (status != cudaSuccess) {
-    cudaGetLastError();
+    clear_own_cuda_error(status, pending);
     info.no_device_reason = explain_device_count_error(status);
     return info;
   }
@@ -47,8 +49,10 @@ RuntimeInfo query_runtime() {
   }
   for (int i = 0; i < count; ++i) {
     cudaDeviceProp prop{};
-    if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) {
-      cudaGetLastError();
+    const cudaError_t before = cudaPeekAtLastError();
+    const cudaError_t read = cudaGetDeviceProperties(&prop, i);
+    if (read != cudaSuccess) {
+      clear_own_cuda_error(read, before);
       continue;
     }
     info.devices.push_back(DeviceInfo{i, prop.name, prop.major, prop.minor, prop.totalGlobalMem});
@@ -59,9 +63,10 @@ RuntimeInfo query_runtime() {
 
 std::string device_unavailable_reason(int index) {
   int count = 0;
+  const cudaError_t pending = cudaPeekAtLastError();
   const cudaError_t status = cudaGetDeviceCount(&count);
   if (status != cudaSuccess) {
-    cudaGetLastError();
+    clear_own_cuda_error(status, pending);
     return explain_device_count_error(status);
   }
   if (index < 0 || index >= count)

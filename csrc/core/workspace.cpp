@@ -1,29 +1,33 @@
 #include "workspace.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <list>
 #include <map>
 #include <utility>
 #include <vector>
 
 #include "cudnn_check.hpp"
-#include "device_memory.hpp"
 
 namespace knetcnn {
 
-struct WorkspaceLease::Entry {
+struct Workspace::Entry {
   std::mutex mutex;
   int device = 0;
-  void* pointer = nullptr;
-  std::size_t size = 0;
+  void* pointer = nullptr;            // guarded by mutex
+  std::atomic<std::size_t> size{0};   // written under mutex, read by workspace_stats without it
+  bool evicted = false;               // guarded by mutex: no longer registered, never grow it
 };
 
 namespace {
 
-using Key = std::pair<int, cudaStream_t>;
+using Entry = Workspace::Entry;
+using Key = std::pair<int, unsigned long long>;  // (device, cudaStreamGetId)
 
 struct Registry {
   std::mutex mutex;
-  std::map<Key, std::shared_ptr<WorkspaceLease::Entry>> entries;
+  std::list<Key> lru;  // front: most recently used
+  std::map<Key, std::pair<std::shared_ptr<Entry>, std::list<Key>::iterator>> entries;
   std::map<int, std::size_t> default_limits;
 };
 
@@ -33,15 +37,51 @@ Registry& registry() {
   return *r;
 }
 
-std::shared_ptr<WorkspaceLease::Entry> entry_for(int device, cudaStream_t stream) {
-  Registry& r = registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
-  auto& slot = r.entries[Key{device, stream}];
-  if (!slot) {
-    slot = std::make_shared<WorkspaceLease::Entry>();
-    slot->device = device;
+// Frees buffers no longer registered. Their streams may be gone, so the device is synchronized
+// before cudaFree (which does not order itself after pending work).
+void free_unregistered(const std::vector<std::shared_ptr<Entry>>& entries) {
+  for (const auto& entry : entries) {
+    std::lock_guard<std::mutex> lock(entry->mutex);  // waits for a lease in use
+    entry->evicted = true;
+    if (!entry->pointer) continue;
+    DeviceGuard guard(entry->device);
+    RelaxedCaptureMode relaxed;
+    const cudaError_t pending = cudaPeekAtLastError();
+    cudaError_t status = cudaDeviceSynchronize();
+    const cudaError_t freed = cudaFree(entry->pointer);
+    if (status == cudaSuccess) status = freed;
+    clear_own_cuda_error(status, pending);
+    entry->pointer = nullptr;
+    entry->size = 0;
   }
-  return slot;
+}
+
+std::shared_ptr<Entry> cached_entry(int device, unsigned long long stream_id) {
+  Registry& r = registry();
+  std::vector<std::shared_ptr<Entry>> evicted;
+  std::shared_ptr<Entry> entry;
+  {
+    std::lock_guard<std::mutex> lock(r.mutex);
+    const Key key{device, stream_id};
+    auto it = r.entries.find(key);
+    if (it != r.entries.end()) {
+      r.lru.splice(r.lru.begin(), r.lru, it->second.second);
+      entry = it->second.first;
+    } else {
+      entry = std::make_shared<Entry>();
+      entry->device = device;
+      r.lru.push_front(key);
+      r.entries.emplace(key, std::make_pair(entry, r.lru.begin()));
+      while (r.lru.size() > kMaxCachedWorkspaces) {
+        auto last = r.entries.find(r.lru.back());
+        evicted.push_back(last->second.first);
+        r.entries.erase(last);
+        r.lru.pop_back();
+      }
+    }
+  }
+  free_unregistered(evicted);
+  return entry;
 }
 
 }  // namespace
@@ -51,54 +91,78 @@ std::size_t default_workspace_limit_for(std::size_t free_bytes) {
 }
 
 std::size_t resolve_workspace_limit(int device, std::optional<std::size_t> limit) {
-  if (limit) return *limit;
-  Registry& r = registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
-  auto it = r.default_limits.find(device);
-  if (it != r.default_limits.end()) return it->second;
-  std::size_t free_bytes = 0, total_bytes = 0;
-  check_cuda(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo", "device " + std::to_string(device));
-  return r.default_limits[device] = default_workspace_limit_for(free_bytes);
+  std::size_t resolved = 0;
+  if (limit) {
+    resolved = *limit;
+  } else {
+    Registry& r = registry();
+    std::lock_guard<std::mutex> lock(r.mutex);
+    auto it = r.default_limits.find(device);
+    if (it != r.default_limits.end()) {
+      resolved = it->second;
+    } else {
+      std::size_t free_bytes = 0, total_bytes = 0;
+      RelaxedCaptureMode relaxed;  // a query, harmless to any capture; allowed even during one
+      KNETCNN_CUDA_CTX(cudaMemGetInfo(&free_bytes, &total_bytes), "device " + std::to_string(device));
+      resolved = r.default_limits[device] = default_workspace_limit_for(free_bytes);
+    }
+  }
+  retain_pool_bytes(device, resolved);
+  return resolved;
 }
 
-WorkspaceLease acquire_workspace(int device, cudaStream_t stream, std::size_t bytes, bool may_grow) {
-  std::shared_ptr<WorkspaceLease::Entry> entry = entry_for(device, stream);
-  std::unique_lock<std::mutex> lock(entry->mutex);
-  if (bytes > entry->size && may_grow) {
+Workspace::Workspace(int device, cudaStream_t stream, std::size_t bytes, CaptureState capture) {
+  if (bytes == 0) return;
+  if (memory_pools_supported(device) || capture != CaptureState::None) {
+    // (Without pools while capturing, DeviceScratch refuses with the reason.)
+    scratch_ = std::make_unique<DeviceScratch>(bytes, device, stream, capture, "cuDNN workspace");
+    pointer_ = scratch_->get();
+    size_ = scratch_->size();
+    return;
+  }
+  const std::string context = std::to_string(bytes) + " bytes of cuDNN workspace on device " + std::to_string(device);
+  unsigned long long stream_id = 0;
+  KNETCNN_CUDA_CTX(cudaStreamGetId(stream, &stream_id), context);
+  for (;;) {
+    entry_ = cached_entry(device, stream_id);
+    lock_ = std::unique_lock<std::mutex>(entry_->mutex);
+    if (!entry_->evicted) break;
+    lock_.unlock();  // evicted between lookup and lock: look again
+  }
+  if (bytes > entry_->size) {
     // Round up to whole MiB so that slowly growing requests do not reallocate every time.
     const std::size_t grown = (bytes + kMiB - 1) / kMiB * kMiB;
-    const std::string context = std::to_string(grown) + " bytes of cuDNN workspace on device " +
-                                std::to_string(device);
-    if (entry->pointer) {
-      // Earlier work on this stream may still read the old buffer.
-      check_cuda(cudaStreamSynchronize(stream), "cudaStreamSynchronize", context);
-      check_cuda(cudaFree(entry->pointer), "cudaFree", context);
-      entry->pointer = nullptr;
-      entry->size = 0;
+    RelaxedCaptureMode relaxed;
+    if (entry_->pointer) {
+      // Earlier work on this stream (the only stream with this id) may still read the old buffer.
+      KNETCNN_CUDA_CTX(cudaStreamSynchronize(stream), context);
+      KNETCNN_CUDA_CTX(cudaFree(entry_->pointer), context);
+      entry_->pointer = nullptr;
+      entry_->size = 0;
     }
-    check_cuda(cudaMalloc(&entry->pointer, grown), "cudaMalloc", context);
-    entry->size = grown;
+    void* fresh = nullptr;
+    KNETCNN_CUDA_CTX(cudaMalloc(&fresh, grown), context);
+    entry_->pointer = fresh;
+    entry_->size = grown;
   }
-  void* pointer = entry->pointer;
-  const std::size_t size = entry->size;
-  return WorkspaceLease(std::move(entry), std::move(lock), pointer, size);
+  pointer_ = entry_->pointer;
+  size_ = entry_->size;
 }
 
-std::size_t workspace_size(int device, cudaStream_t stream) {
-  std::shared_ptr<WorkspaceLease::Entry> entry = entry_for(device, stream);
-  std::lock_guard<std::mutex> lock(entry->mutex);
-  return entry->size;
-}
+Workspace::~Workspace() = default;
 
 WorkspaceStats workspace_stats() {
+  WorkspaceStats stats;
+  const PoolStats pools = stream_pool_stats();
+  stats.buffers = pools.pools;
+  stats.bytes = pools.reserved;
   Registry& r = registry();
   std::lock_guard<std::mutex> lock(r.mutex);
-  WorkspaceStats stats;
-  for (auto& [key, entry] : r.entries) {
-    std::lock_guard<std::mutex> entry_lock(entry->mutex);
-    if (entry->pointer) {
+  for (const auto& [key, value] : r.entries) {
+    const std::size_t size = value.first->size.load();
+    if (size) {
       ++stats.buffers;
-      stats.bytes += entry->size;
+      stats.bytes += size;
     }
   }
   return stats;
@@ -106,33 +170,16 @@ WorkspaceStats workspace_stats() {
 
 void release_workspaces() {
   Registry& r = registry();
-  // Entries stay registered (they are small); only their buffers go. A thread that looked an
-  // entry up before this call and grows it afterwards therefore allocates into a registered
-  // entry, never into an orphan that nothing would free.
-  std::vector<std::shared_ptr<WorkspaceLease::Entry>> entries;
+  std::vector<std::shared_ptr<Entry>> entries;
   {
     std::lock_guard<std::mutex> lock(r.mutex);
-    for (auto& [key, entry] : r.entries) entries.push_back(entry);
+    for (auto& [key, value] : r.entries) entries.push_back(value.first);
+    r.entries.clear();
+    r.lru.clear();
     r.default_limits.clear();
   }
-  // The streams may no longer exist, so synchronize the device, not the stream, before freeing.
-  std::map<int, bool> synchronized;
-  for (auto& entry : entries) {
-    std::lock_guard<std::mutex> entry_lock(entry->mutex);  // waits for a lease in use
-    if (!entry->pointer) continue;
-    int previous = -1;
-    if (cudaGetDevice(&previous) != cudaSuccess) previous = -1;
-    cudaSetDevice(entry->device);
-    if (!synchronized[entry->device]) {
-      cudaDeviceSynchronize();
-      synchronized[entry->device] = true;
-    }
-    cudaFree(entry->pointer);
-    if (previous >= 0) cudaSetDevice(previous);
-    cudaGetLastError();
-    entry->pointer = nullptr;
-    entry->size = 0;
-  }
+  free_unregistered(entries);
+  trim_stream_pools();
 }
 
 }  // namespace knetcnn

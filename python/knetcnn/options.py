@@ -138,13 +138,16 @@ class options:
 
 def cache_info() -> dict[str, int]:
     """The algorithm cache's counters: hits, misses, evictions, size, capacity; plus the workspace
-    buffers (count, bytes) and cuDNN handles held."""
+    memory held (``workspace_buffers``: knetcnn's memory pools holding memory and, on devices
+    without pools, cached per-stream buffers; ``workspace_bytes``: their bytes) and the cuDNN
+    handles created."""
     return dict(core.algo_cache_info())
 
 
 def clear_cache() -> None:
-    """Forget every algorithm choice, reset the counters, and free every cuDNN workspace (waits for
-    the devices that held one). CUDA graphs captured earlier must not be replayed afterwards."""
+    """Forget every algorithm choice, reset the counters, and release the cuDNN workspace memory
+    knetcnn holds (waits for the devices that held some). CUDA graphs captured earlier own the
+    workspaces they use (graph memory nodes), so they stay valid."""
     core.algo_cache_clear()
 
 

@@ -74,6 +74,9 @@ TEST(AlgoCacheKey, EveryFieldChangesTheKey) {
       {"policy benchmark", [](ConvProblem& p) { p.policy = AlgoPolicy::Benchmark; }},
       {"policy deterministic", [](ConvProblem& p) { p.policy = AlgoPolicy::Deterministic; }},
       {"workspace limit", [](ConvProblem& p) { p.workspace_limit = 0; }},
+      {"x alignment", [](ConvProblem& p) { p.x_align = 2; }},
+      {"w alignment", [](ConvProblem& p) { p.w_align = 4; }},
+      {"y alignment", [](ConvProblem& p) { p.y_align = 8; }},
   };
   std::set<std::string> keys{key};
   for (auto& [what, change] : changes) {
@@ -172,6 +175,7 @@ TEST(AlgoCache, SaveLoadRoundTripKeepsOrderAndValues) {
   p1.device = 1;
   p2.direction = ConvDirection::BackwardFilter;
   p2.policy = AlgoPolicy::Benchmark;
+  p2.allow_tf32 = true;  // TENSOR_OP math on fp32 data is only a valid choice with TF32 allowed
   cache.insert(conv_algo_key(p0), candidates(1, 1024));
   cache.insert(conv_algo_key(p1), candidates(7, 0));
   cache.insert(conv_algo_key(p2), {AlgoCandidate{5, CUDNN_TENSOR_OP_MATH, 999}});
@@ -261,4 +265,85 @@ TEST(AlgoNames, EveryAlgorithmHasItsHeaderName) {
   EXPECT_EQ(conv_algo_name(ConvDirection::BackwardFilter, 3), "CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3");
   EXPECT_NE(conv_algo_name(ConvDirection::Forward, 8).find("out of range"), std::string::npos);
   EXPECT_EQ(conv_algo_count(ConvDirection::Forward), CUDNN_CONVOLUTION_FWD_ALGO_COUNT);
+}
+
+TEST(AlgoCacheKey, PointerAlignmentIsCappedAt16) {
+  auto at = [](std::uintptr_t address) { return pointer_alignment(reinterpret_cast<const void*>(address)); };
+  EXPECT_EQ(at(0x7f0000000000), 16);  // cudaMalloc's 256-byte alignment counts as 16
+  EXPECT_EQ(at(0x7f0000000010), 16);
+  EXPECT_EQ(at(0x7f0000000008), 8);
+  EXPECT_EQ(at(0x7f0000000004), 4);
+  EXPECT_EQ(at(0x7f0000000002), 2);  // a float16 view starting one element in
+  EXPECT_EQ(at(0x7f0000000001), 1);
+  EXPECT_EQ(at(0), 16);
+  ConvProblem p = base_problem();
+  EXPECT_NE(conv_algo_key(p).find("|align=16,16,16"), std::string::npos) << conv_algo_key(p);
+}
+
+TEST(AlgoCachePolicy, CandidatesAreHeldToTheirOptions) {
+  const AlgoCandidate fma{1, CUDNN_FMA_MATH, 100}, tensor_op{1, CUDNN_TENSOR_OP_MATH, 100};
+  const auto fwd = ConvDirection::Forward;
+  EXPECT_EQ(candidate_violation(fwd, fma, DType::Float32, false, AlgoPolicy::Heuristic, 100), "");
+  EXPECT_NE(candidate_violation(fwd, tensor_op, DType::Float32, false, AlgoPolicy::Heuristic, 100).find("TF32"),
+            std::string::npos);
+  EXPECT_EQ(candidate_violation(fwd, tensor_op, DType::Float32, true, AlgoPolicy::Heuristic, 100), "");
+  EXPECT_EQ(candidate_violation(fwd, tensor_op, DType::Float16, false, AlgoPolicy::Heuristic, 100), "");
+  EXPECT_NE(candidate_violation(fwd, fma, DType::Float32, false, AlgoPolicy::Heuristic, 99).find("limit 99"),
+            std::string::npos);
+  EXPECT_NE(candidate_violation(fwd, AlgoCandidate{8, CUDNN_FMA_MATH, 0}, DType::Float32, false,
+                                AlgoPolicy::Heuristic, 0)
+                .find("not an algorithm"),
+            std::string::npos);
+  // cuDNN documents these as non-deterministic (atomic adds); every forward algorithm is not.
+  for (int a = 0; a < CUDNN_CONVOLUTION_FWD_ALGO_COUNT; ++a)
+    EXPECT_TRUE(conv_algo_documented_deterministic(fwd, a)) << a;
+  EXPECT_FALSE(conv_algo_documented_deterministic(ConvDirection::BackwardData, CUDNN_CONVOLUTION_BWD_DATA_ALGO_0));
+  EXPECT_TRUE(conv_algo_documented_deterministic(ConvDirection::BackwardData, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1));
+  EXPECT_FALSE(conv_algo_documented_deterministic(ConvDirection::BackwardFilter, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0));
+  EXPECT_FALSE(conv_algo_documented_deterministic(ConvDirection::BackwardFilter, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3));
+  EXPECT_TRUE(conv_algo_documented_deterministic(ConvDirection::BackwardFilter, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1));
+  const AlgoCandidate bwd0{CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0, CUDNN_FMA_MATH, 0};
+  EXPECT_NE(candidate_violation(ConvDirection::BackwardFilter, bwd0, DType::Float32, false, AlgoPolicy::Deterministic, 0)
+                .find("not deterministic"),
+            std::string::npos);
+  EXPECT_EQ(candidate_violation(ConvDirection::BackwardFilter, bwd0, DType::Float32, false, AlgoPolicy::Heuristic, 0), "");
+}
+
+TEST(AlgoCache, LoadSkipsEntriesTheirOwnKeyForbids) {
+  ConvProblem fp32 = base_problem(), det = base_problem(), small = base_problem(), ok = base_problem();
+  det.direction = ConvDirection::BackwardFilter;
+  det.policy = AlgoPolicy::Deterministic;
+  small.workspace_limit = 1000;
+  ok.dtype = DType::Float16;
+  const std::string path = temp_path("forbidden");
+  {
+    std::ofstream out(path);
+    out << "# knetcnn convolution algorithm cache v1\ncudnn 92800\ndevice 0 Fake GPU A|sm_90\n";
+    // TENSOR_OP math (1) for fp32 without allow_tf32: TF32 would slip in.
+    out << "entry " << conv_algo_key(fp32) << " 1:1:0\n";
+    // BWD_FILTER_ALGO_3 is non-deterministic, under algo='deterministic'.
+    out << "entry " << conv_algo_key(det) << " 1:3:0,3:3:0\n";
+    // More workspace than the key's own limit.
+    out << "entry " << conv_algo_key(small) << " 1:3:4096\n";
+    // A key from an older knetcnn (no alignment field): it could never be hit.
+    std::string old = conv_algo_key(base_problem());
+    old.resize(old.find("|align="));
+    out << "entry " << old << " 1:3:0\n";
+    // Fine: fp16 with tensor-op math.
+    out << "entry " << conv_algo_key(ok) << " 1:1:0\n";
+  }
+  AlgoCache cache(16);
+  const AlgoCacheLoadReport r = cache.load(path, 92800, fake_signature);
+  EXPECT_EQ(r.loaded, 1u);
+  EXPECT_EQ(r.skipped, 4u);
+  EXPECT_TRUE(cache.peek(conv_algo_key(ok)).has_value());
+  EXPECT_FALSE(cache.peek(conv_algo_key(fp32)).has_value());
+  EXPECT_FALSE(cache.peek(conv_algo_key(det)).has_value());
+  EXPECT_NE(r.reason.find("4 entries break their own key's rules"), std::string::npos) << r.reason;
+  EXPECT_NE(r.reason.find("TF32"), std::string::npos) << r.reason;
+  EXPECT_NE(r.reason.find("not deterministic"), std::string::npos) << r.reason;
+  EXPECT_NE(r.reason.find("limit 1000"), std::string::npos) << r.reason;
+  EXPECT_EQ(cache_entry_violation(conv_algo_key(ok), {AlgoCandidate{1, CUDNN_TENSOR_OP_MATH, 0}}), "");
+  EXPECT_NE(cache_entry_violation(conv_algo_key(ok), {}), "");
+  std::remove(path.c_str());
 }

@@ -12,6 +12,7 @@
 #include "algo_search.hpp"
 #include "conv_exec.hpp"
 #include "cudnn_check.hpp"
+#include "device_memory.hpp"
 #include "errors.hpp"
 #include "pool_exec.hpp"
 #include "runtime_info.hpp"
@@ -148,6 +149,10 @@ TEST(AlgoSelection, FallbackStatusesByName) {
   EXPECT_TRUE(is_fallback_status(cudnn_status_name(CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED), true));
   EXPECT_TRUE(is_fallback_status(cudnn_status_name(CUDNN_STATUS_ALLOC_FAILED), true));
   EXPECT_TRUE(is_fallback_status(cudnn_status_name(CUDNN_STATUS_NOT_SUPPORTED_SHAPE), true));
+  // An algorithm that needs more alignment than a pointer has: nothing ran, another may accept it.
+  EXPECT_TRUE(is_fallback_status(cudnn_status_name(CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER), true));
+  EXPECT_TRUE(is_fallback_status("CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER", false));
+  EXPECT_FALSE(is_fallback_status(cudnn_status_name(CUDNN_STATUS_BAD_PARAM_NULL_POINTER), false));
 }
 
 TEST(CaptureRefusal, OnlyBenchmarkSearchIsRefusedWhileCapturing) {
@@ -236,6 +241,8 @@ TEST(ConvPlans, KeysSeparateDilationDeviceStridesAndWorkspace) {
   EXPECT_NE(base, plan_conv("conv4", a, DType::Float32, o, 0, 1000, {300, 100, 10, 1}).key);
   // Explicit packed strides are the same problem as none.
   EXPECT_EQ(base, plan_conv("conv4", a, DType::Float32, o, 0, 1000, {243, 81, 9, 1}, {324, 81, 9, 1}).key);
+  // Device arrays from cudaMalloc (256-byte aligned) are keyed as 16-byte aligned.
+  EXPECT_NE(base.find("|align=16,16,16"), std::string::npos) << base;
 }
 
 TEST(ConvPlans, DeconvOutputPaddingBeyondStrideWidensCudnnsOutput) {
@@ -410,4 +417,118 @@ TEST_F(ExecErrors, WithoutAGpuEveryOpSaysWhyAndHowToFixIt) {
       ADD_FAILURE() << op << " raised something else: " << e.what();
     }
   }
+}
+
+// ---- cuDNN's last-error text is cleared before the calls whose failures we report ----
+
+TEST(CudnnLastError, ReadingClearsItAndCheckedCallsDoNotReportAStaleOne) {
+  cudnnTensorDescriptor_t desc = nullptr;
+  ASSERT_EQ(cudnnCreateTensorDescriptor(&desc), CUDNN_STATUS_SUCCESS);
+  const int bad_dims[4] = {-1, 2, 3, 4}, strides[4] = {24, 12, 4, 1};
+  // An expected failure elsewhere leaves an explanation behind; a success does not clear it.
+  ASSERT_NE(cudnnSetTensorNdDescriptor(desc, CUDNN_DATA_FLOAT, 4, bad_dims, strides), CUDNN_STATUS_SUCCESS);
+  const int good_dims[4] = {1, 2, 3, 4};
+  ASSERT_EQ(cudnnSetTensorNdDescriptor(desc, CUDNN_DATA_FLOAT, 4, good_dims, strides), CUDNN_STATUS_SUCCESS);
+  const std::string stale = cudnn_last_error();
+  EXPECT_NE(stale.find("-1"), std::string::npos) << "cuDNN kept no message: '" << stale << "'";
+  // Reading it cleared it (the behaviour cudnn_clear_last_error relies on).
+  EXPECT_EQ(cudnn_last_error(), "");
+  ASSERT_NE(cudnnSetTensorNdDescriptor(desc, CUDNN_DATA_FLOAT, 4, bad_dims, strides), CUDNN_STATUS_SUCCESS);
+  cudnn_clear_last_error();
+  EXPECT_EQ(cudnn_last_error(), "");
+
+  // A later checked call that fails for another reason reports its own explanation only.
+  ASSERT_NE(cudnnSetTensorNdDescriptor(desc, CUDNN_DATA_FLOAT, 4, bad_dims, strides), CUDNN_STATUS_SUCCESS);
+  const int zero_dims[4] = {1, 0, 3, 4};
+  try {
+    KNETCNN_CUDNN(cudnnSetTensorNdDescriptor(desc, CUDNN_DATA_FLOAT, 4, zero_dims, strides));
+    ADD_FAILURE() << "a zero size was accepted";
+  } catch (const CudnnError& e) {
+    const std::string message = e.what();
+    EXPECT_EQ(message.find("invalid size -1"), std::string::npos) << "stale explanation: " << message;
+    EXPECT_EQ(e.function(), "cudnnSetTensorNdDescriptor");
+  }
+  cudnnDestroyTensorDescriptor(desc);
+}
+
+// ---- ranges and overflow, before any device ----
+
+TEST_F(ExecErrors, ScalingsMustFitTheTypeCudnnReadsThemAs) {
+  for (DType t : {DType::Float16, DType::BFloat16, DType::Float32}) {
+    expect_value_error([&] { conv4_exec(conv, t, fake(1), fake(2), fake(3), 1e39, 0, target, options); },
+                       {"conv4: alpha=1e+39", "as a float", "infinity"});
+    expect_value_error([&] { pool_exec(pool, t, fake(1), fake(2), 1, -1e300, target, options); },
+                       {"pool: beta=-1e+300", "as a float"});
+    expect_value_error([&] { unpoolx_exec(unpool, t, fake(1), fake(2), 1, 4e38, target, options); },
+                       {"unpoolx: beta=4e+38"});
+  }
+  // float's largest value, and one a hair above that rounds down to it, are fine (the device is
+  // what is missing next); doubles take the whole double range.
+  auto reaches_the_device = [&](std::function<void()> call) {
+    try {
+      call();
+    } catch (const ArgumentError& e) {
+      ADD_FAILURE() << "refused: " << e.what();
+    } catch (const std::exception&) {
+      // DeviceUnavailable here, or a device-side error on a GPU machine (fake pointers).
+    }
+  };
+  reaches_the_device([&] { conv4_exec(conv, DType::Float32, fake(1), fake(2), fake(3), 3.4028234663852886e38, 0, target, options); });
+  reaches_the_device([&] { conv4_exec(conv, DType::Float32, fake(1), fake(2), fake(3), 3.40282350e38, 0, target, options); });
+  reaches_the_device([&] { conv4_exec(conv, DType::Float64, fake(1), fake(2), fake(3), 1e300, 0, target, options); });
+}
+
+TEST(Overflow, LayoutExtentsNeverOverflowSilently) {
+  const int64_t big = kMaxDescriptorInt;
+  // (2^31 - 2) * (2^31 - 1) three times over is past int64: reported, not wrapped.
+  EXPECT_EQ(last_offset({big, big, big, 1}, {big, big, big, 1}), -1);
+  EXPECT_EQ(last_offset({2, 3, 4}, {12, 4, 1}), 23);
+  EXPECT_EQ(last_offset({2, 3}, {1, -1}), -1);
+  expect_value_error([&] { layout_bytes({big, big, big, 1}, {big, big, big, 1}, DType::Float64); }, {"63 bits"});
+  // Through an op: x (2^31-1) x 1 x 2^31-1 x 2^31-1 with 2^31-1 strides addresses past int64.
+  ConvOptions o;
+  const ConvGeometry g = conv4_geometry("conv4", {1, 1, 1, 1}, {big, 1, big, big}, o);
+  ExecTarget target{0, nullptr};
+  expect_value_error(
+      [&] {
+        conv4_exec(g, DType::Float32, fake(1), DeviceTensor{std::uintptr_t{2} << 32, {big, big, big, big}}, fake(3), 1, 0,
+                   target, ExecOptions{});
+      },
+      {"conv4: x", "2147483647"});
+}
+
+TEST(Overflow, CudnnIntArithmeticIsRefusedByTheGeometry) {
+  const int64_t big = kMaxDescriptorInt;
+  auto conv = [](int64_t padding, int64_t dilation) {
+    ConvOptions o;
+    o.padding = AxisArg::all(padding);
+    o.dilation = AxisArg::all(dilation);
+    return o;
+  };
+  // X + 2*padding past 2^31 - 1: cuDNN would compute it in an int.
+  expect_value_error([&] { conv4_geometry("conv4", {1, 1, 3}, {1, 1, big - 10}, conv(6, 1)); },
+                     {"conv4: padding=6", "X + 2*padding must be <= 2147483647", "32-bit"});
+  EXPECT_NO_THROW(conv4_geometry("conv4", {1, 1, 3}, {1, 1, big - 10}, conv(5, 1)));
+  // The dilated kernel past 2^31 - 1.
+  expect_value_error([&] { conv4_geometry("conv4", {1, 1, 3}, {1, 1, 8}, conv(0, int64_t{1} << 30)); },
+                     {"conv4: dilation=1073741824", "(K-1)*dilation + 1 must be <= 2147483647"});
+  // deconv4: its result is cuDNN's input, and cuDNN pads that.
+  ConvOptions d = conv(2, 1);
+  expect_value_error([&] { deconv4_geometry("deconv4", {1, 1, 3}, {1, 1, big - 1}, d); },
+                     {"deconv4: padding=2", "X + 2*padding"});
+  // Pooling and unpooling.
+  PoolOptions p = pool_opts(3, 2, 1, 0);
+  expect_value_error([&] { pool_geometry("pool", {1, 1, big - 2}, p); }, {"pool: padding=2", "32-bit"});
+  PoolOptions u = pool_opts(5, 2, 1, 1);
+  expect_value_error([&] { unpool_geometry("unpool", {1, 1, big - 2}, u); }, {"unpool: padding=2", "32-bit"});
+}
+
+TEST(Streams, SpecialHandlesNameTheCurrentDevicesStream) {
+  EXPECT_TRUE(is_special_stream(nullptr));
+  EXPECT_TRUE(is_special_stream(cudaStreamLegacy));
+  EXPECT_TRUE(is_special_stream(cudaStreamPerThread));
+  EXPECT_FALSE(is_special_stream(reinterpret_cast<cudaStream_t>(std::uintptr_t{0x5555000})));
+  // Without a driver the check has nothing to ask and must not throw for the special handles.
+  EXPECT_NO_THROW(check_stream_device(nullptr, 0));
+  EXPECT_NO_THROW(check_stream_device(cudaStreamPerThread, 3));
 }

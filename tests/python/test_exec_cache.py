@@ -99,10 +99,11 @@ def test_hits_misses_lru_bound_and_clear():
 
 def test_concurrent_inserts_keep_the_bound():
     core.algo_cache_set_capacity(16)
+    base = conv_key()
 
     def work(t):
         for i in range(200):
-            core._algo_cache_insert(f"conv|dev=0|dir=fwd|t={t}|i={i}", [(i % 8, 3, 0)])
+            core._algo_cache_insert(f"{base}|t={t}|i={i}", [(i % 8, 3, 0)])
 
     threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
     for t in threads:
@@ -116,7 +117,7 @@ def test_concurrent_inserts_keep_the_bound():
 def test_save_load_round_trip(tmp_path):
     k0, k1 = conv_key(), conv_key(device=1, dilation=2)
     core._algo_cache_insert(k0, [(1, 3, 4096), (0, 3, 0)])
-    core._algo_cache_insert(k1, [(7, 0, 0)])
+    core._algo_cache_insert(k1, [(7, 3, 0)])
     path = tmp_path / "algos.txt"
     assert core.algo_cache_save(str(path), FAKE_DEVICES) == 2
     text = path.read_text()
@@ -126,6 +127,7 @@ def test_save_load_round_trip(tmp_path):
     assert core.algo_cache_load(str(path), FAKE_DEVICES) == {"loaded": 2, "skipped": 0, "reason": ""}
     assert core.algo_cache_keys() == [k1, k0]
     assert core.algo_cache_entry(k0) == [(1, 3, 4096), (0, 3, 0)]
+    assert core.algo_cache_entry(k1) == [(7, 3, 0)]
     # Device 1 is now another GPU: its entry is skipped, and the report says why.
     knetcnn.clear_cache()
     report = core.algo_cache_load(str(path), {0: "Fake GPU|sm_90", 1: "New GPU|sm_100"})
@@ -156,3 +158,62 @@ def test_bad_files_are_value_errors(tmp_path):
         knetcnn.load_cache(tmp_path / "missing.txt")
     with pytest.raises(ValueError, match="cannot write"):
         knetcnn.save_cache(tmp_path / "no" / "such" / "dir" / "c.txt")
+
+
+def test_keys_carry_the_pointer_alignment():
+    # plan_conv describes cudaMalloc'ed arrays (256-byte aligned): 16, the most a key records.
+    assert conv_key().endswith("|align=16,16,16")
+
+
+def test_inserted_entries_are_held_to_their_key():
+    key = conv_key()  # float32, allow_tf32=False
+    with pytest.raises(ValueError, match="TF32"):
+        core._algo_cache_insert(key, [(1, 1, 0)])  # CUDNN_TENSOR_OP_MATH
+    with pytest.raises(ValueError, match="limit"):
+        core._algo_cache_insert(conv_key(workspace_limit=100), [(1, 3, 101)])
+    with knetcnn.options(algo="deterministic"):
+        det = conv_key(op="conv4w")
+    with pytest.raises(ValueError, match="not deterministic"):
+        core._algo_cache_insert(det, [(0, 3, 0)])  # CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0
+    core._algo_cache_insert(det, [(1, 3, 0)])
+    with pytest.raises(ValueError, match="no 'dtype' field"):
+        core._algo_cache_insert("conv|dev=0|dir=fwd", [(1, 3, 0)])
+    assert knetcnn.cache_info()["size"] == 1
+
+
+def test_load_skips_entries_their_key_forbids(tmp_path):
+    good, tf32 = conv_key(), conv_key(dilation=2)
+    path = tmp_path / "tampered.txt"
+    core._algo_cache_insert(good, [(1, 3, 0)])
+    core._algo_cache_insert(tf32, [(1, 3, 0)])
+    core.algo_cache_save(str(path), FAKE_DEVICES)
+    # Hand-edit one entry to TENSOR_OP math, which TF32 could slip into on fp32 data.
+    path.write_text(path.read_text().replace(f"{tf32} 1:3:0", f"{tf32} 1:1:0"))
+    knetcnn.clear_cache()
+    report = core.algo_cache_load(str(path), FAKE_DEVICES)
+    assert report["loaded"] == 1 and report["skipped"] == 1, report
+    assert "break their own key's rules" in report["reason"] and "TF32" in report["reason"]
+    assert core.algo_cache_keys() == [good]
+
+
+def test_cache_info_and_clear_from_many_threads():
+    # The info and clear bindings run without the GIL: many threads at once must neither
+    # deadlock nor see torn counters.
+    errors = []
+
+    def work():
+        try:
+            for _ in range(50):
+                info = knetcnn.cache_info()
+                assert info["size"] <= info["capacity"]
+                knetcnn.clear_cache()
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []

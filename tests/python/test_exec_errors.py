@@ -94,3 +94,26 @@ def test_docstrings_say_which_pointer_is_which():
     for name in ("conv4", "conv4x", "conv4w", "deconv4", "deconv4w", "deconv4x", "pool", "poolx", "unpool",
                  "unpoolx"):
         assert "DeviceUnavailableError" in getattr(core, "exec_" + name).__doc__
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_scalings_must_fit_a_float_for_float_scaled_types(dtype):
+    with pytest.raises(ValueError, match=r"conv4: alpha=1e\+39: .* as a float"):
+        core.exec_conv4(CONV, dtype, fake(1), fake(2), fake(3), alpha=1e39)
+    with pytest.raises(ValueError, match=r"pool: beta=-1e\+300: .*infinity"):
+        core.exec_pool(POOL, dtype, fake(1), fake(2), beta=-1e300)
+
+
+def test_double_data_takes_double_scalings():
+    # Past the checks (here: to the missing device; on a GPU machine the fake pointers are refused).
+    with pytest.raises((knetcnn.DeviceUnavailableError, ValueError)) as e:
+        core.exec_conv4(CONV, "float64", fake(1), fake(2), fake(3), alpha=1e39)
+    assert "as a float" not in str(e.value)
+
+
+def test_geometry_refuses_sizes_cudnn_computes_in_int32():
+    big = 2**31 - 1
+    with pytest.raises(ValueError, match=r"pool: padding=2: the padded size X \+ 2\*padding must be <= 2147483647"):
+        core.pool_geometry("pool", (1, 1, big - 2), 3, 2, 1, 0, 1)
+    with pytest.raises(ValueError, match=r"conv4: padding=6: .*32-bit ints"):
+        core.conv4_geometry("conv4", (1, 1, 3), (1, 1, big - 10), 6, 1, 1, 0, 1)
