@@ -50,6 +50,8 @@ test-cpp: $(DEPS_STAMP) gtest-dev
 	  -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null
 	$(VENV)/bin/cmake --build $(CPP_BUILD)
 	$(VENV)/bin/ctest --test-dir $(CPP_BUILD) --output-on-failure -j2
+	@echo "gtest cases skipped, by reason:"
+	@$(CPP_BUILD)/knetcnn_tests --gtest_brief=1 2>/dev/null | grep -A1 ': Skipped$$' | grep -vE -- '^--$$|: Skipped$$' | sort | uniq -c || true
 
 # The C++ core and its gtest suite under ASan + UBSan; LeakSanitizer (part of ASan) reports any
 # descriptor or buffer the host-side paths fail to release.
