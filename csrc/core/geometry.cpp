@@ -18,6 +18,16 @@ std::string join(const std::vector<int64_t>& values) {
   throw value_error(function + ": " + what + ": " + rule);
 }
 
+// cuDNN's descriptors count elements in 32-bit ints. Every backend applies the same limit, so a
+// call is accepted or refused the same way wherever it runs.
+void check_elements(const std::string& function, const std::string& what, const Shape& shape) {
+  const int64_t count = element_count(shape);
+  if (count < 0 || count > kMaxDescriptorInt)
+    fail(function, what,
+         "a tensor holds at most 2147483647 elements (cuDNN's 32-bit limit, applied on every backend); "
+         "split the batch (axis 0)");
+}
+
 // Rank and sizes of an array argument: (N, C, *spatial) with 1..3 spatial axes, every size
 // in 1..kMaxDescriptorInt. Returns the number of spatial axes.
 int check_array(const std::string& function, const std::string& name, const Shape& shape) {
@@ -32,6 +42,7 @@ int check_array(const std::string& function, const std::string& name, const Shap
     if (shape[i] > kMaxDescriptorInt)
       fail(function, what, "every size must be <= 2147483647 (axis " + std::to_string(i) + ")");
   }
+  check_elements(function, what, shape);
   return static_cast<int>(shape.size()) - 2;
 }
 
@@ -171,6 +182,7 @@ ConvGeometry conv4_geometry(const std::string& function, const Shape& w, const S
   g.mode = static_cast<int>(o.mode);
   g.group = static_cast<int>(o.group);
   g.transposed = false;
+  check_elements(function, "the result would have shape " + shape_to_string(g.output), g.output);
   return g;
 }
 
@@ -222,6 +234,7 @@ ConvGeometry deconv4_geometry(const std::string& function, const Shape& w, const
   g.mode = static_cast<int>(o.mode);
   g.group = static_cast<int>(o.group);
   g.transposed = true;
+  check_elements(function, "the result would have shape " + shape_to_string(g.input), g.input);
   return g;
 }
 
@@ -278,6 +291,7 @@ PoolGeometry pool_geometry(const std::string& function, const Shape& x, const Po
   g.mode = g.cudnn_mode = static_cast<int>(o.mode);
   g.nan_opt = static_cast<int>(o.nan_opt);
   g.transposed = false;
+  check_elements(function, "the result would have shape " + shape_to_string(g.output), g.output);
   return g;
 }
 
@@ -309,6 +323,7 @@ PoolGeometry unpool_geometry(const std::string& function, const Shape& x, const 
   g.cudnn_mode = unpool_average_mode(g.mode);
   g.nan_opt = 1;
   g.transposed = true;
+  check_elements(function, "the result would have shape " + shape_to_string(g.input), g.input);
   return g;
 }
 

@@ -202,3 +202,17 @@ TEST(Checks, ElementCountOverflow) {
   EXPECT_EQ(element_count({2, 3, 4}), 24);
   EXPECT_EQ(element_count({int64_t{1} << 32, int64_t{1} << 32}), -1);
 }
+
+TEST(Checks, TensorsOverInt32ElementsAreRefusedEverywhere) {
+  // Inputs: 2**16 * 2**16 * 1 elements.
+  expect_value_error([] { pool_geometry("pool", {1 << 16, 1 << 16, 1}, PoolOptions{}); },
+                     {"pool", "x has shape (65536, 65536, 1)", "at most 2147483647 elements"});
+  // Results: a deconv4 whose input fits but whose result does not (2**15 -> 2**16 per axis, 2 axes, 2**0 ... )
+  ConvOptions o = conv_opts(AxisArg::all(0), AxisArg::all(2), AxisArg::all(1));
+  expect_value_error([&] { deconv4_geometry("deconv4", {1, 1, 2, 2}, {1, 1, 1 << 15, 1 << 15}, o); },
+                     {"deconv4", "the result would have shape (1, 1, 65536, 65536)", "2147483647 elements"});
+  PoolOptions u;
+  u.stride = AxisArg::all(1 << 15);
+  u.window = AxisArg::all(1 << 15);
+  expect_value_error([&] { unpool_geometry("unpool", {1, 1, 2, 2}, u); }, {"unpool", "the result would have shape"});
+}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 
 import knetcnn
 
@@ -81,12 +82,16 @@ def test_descriptors_are_released_after_describe():
 
 
 def test_huge_shapes_are_refused_without_allocating():
-    # A zero-stride view has a huge logical shape and no memory behind it.
+    # Zero-stride views have huge logical shapes and no memory behind them: every backend and the
+    # descriptors refuse tensors past cuDNN's 2**31 - 1 elements before allocating anything.
     x = np.broadcast_to(np.float32(1), (2**16, 2**16, 4))
     w = np.ones((1, 2**16, 1), np.float32)
-    try:
-        knetcnn.describe("conv4", w, x)
-    except ValueError as e:
-        assert "2147483647" in str(e)
-    else:
-        raise AssertionError("a 2**34-element tensor was accepted by the descriptors")
+    for call in (lambda: knetcnn.describe("conv4", w, x), lambda: knetcnn.conv4(w, x), lambda: knetcnn.pool(x)):
+        with pytest.raises(ValueError, match=r"x has shape \(65536, 65536, 4\): a tensor holds at most 2147483647"):
+            call()
+    # A result past the limit from inputs within it (unpool multiplies sizes by the stride).
+    small = np.broadcast_to(np.float32(1), (1, 1, 2**15, 2**15))
+    with pytest.raises(ValueError, match=r"unpool: the result would have shape \(1, 1, 65536, 65536\)"):
+        knetcnn.unpool(small)
+    with pytest.raises(ValueError, match="deconv4: the result would have shape"):
+        knetcnn.deconv4(np.ones((1, 1, 2, 2), np.float32), small, stride=2)
