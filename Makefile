@@ -12,7 +12,7 @@ DEPS_STAMP := $(VENV)/.knetcnn-deps
 
 # Build requirements, runtime requirements and what the tests and examples use.
 DEPS := scikit-build-core pybind11 cmake ninja \
-        "nvidia-cudnn-cu12>=9,<10" "nvidia-cuda-runtime-cu12>=12.8,<13" "nvidia-cuda-nvcc-cu12>=12,<13" \
+        "nvidia-cudnn-cu12>=9,<10" "nvidia-cuda-runtime-cu12>=12,<13" "nvidia-cuda-nvcc-cu12>=12,<13" \
         "cuda-python>=12.6,<13" numpy ml_dtypes pytest hypothesis tqdm scikit-learn matplotlib
 
 .PHONY: demo test test-cpp test-python test-sanitize fuzz install deps gtest-dev bench clean
