@@ -50,3 +50,23 @@ def test_knet_manual_examples_all_match():
     m = re.search(r"(\d+) of (\d+) Knet manual examples match", out.stdout)
     assert m and m.group(1) == m.group(2) and int(m.group(2)) >= 10
     assert "Knet:    conv4(w, x; padding=1)" in out.stdout
+
+
+def test_interop_example_runs_or_says_why_not():
+    from tests_gpu_reason import GPU_REASON
+
+    out = run("examples/interop.py")
+    assert out.returncode == 0, out.stderr
+    if GPU_REASON:
+        assert "interop examples skipped: no GPU is usable here" in out.stdout and GPU_REASON in out.stdout
+    else:
+        assert "KnetArray chain conv4 -> pool: KnetArray" in out.stdout
+
+
+def test_gpu_benchmark_says_why_it_cannot_run_here():
+    from tests_gpu_reason import GPU_REASON
+
+    if not GPU_REASON:
+        pytest.skip("a GPU is usable: bench/gpu.py is a benchmark, run it by hand")
+    out = run("bench/gpu.py")
+    assert out.returncode == 0 and "no GPU is usable here" in out.stdout
