@@ -19,30 +19,17 @@ import numpy as np
 
 from . import cpu
 from ._device import _device_backend_call
-
-# DLPack device types that hold GPU memory: kDLCUDA and kDLCUDAManaged.
-_DLPACK_CUDA = {2, 13}
+from .device import is_device_array
 _HOST_DTYPES = ("float16", "float32", "float64")
 _DEVICE_DTYPES = _HOST_DTYPES + ("bfloat16",)
 
 HOST, DEVICE = "host", "device"
 
 
-def _is_device_array(a) -> bool:
-    try:
-        if hasattr(a, "__cuda_array_interface__"):
-            return True
-        if hasattr(a, "__dlpack__") and hasattr(a, "__dlpack_device__"):
-            return int(a.__dlpack_device__()[0]) in _DLPACK_CUDA
-    except Exception:  # a property that raises (e.g. a CPU tensor's CUDA interface) means "not device"
-        return False
-    return False
-
-
 def placement(function: str, name: str, a) -> str:
     if isinstance(a, np.ndarray):
         return HOST
-    if _is_device_array(a):
+    if is_device_array(a):
         return DEVICE
     raise TypeError(
         f"{function}: {name} is a {_describe(a)}: array arguments must be NumPy arrays (use "
