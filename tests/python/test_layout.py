@@ -130,3 +130,18 @@ def test_byte_swapped_and_read_only_inputs():
     np.testing.assert_array_equal(knetcnn.pool(swapped[0], window=3, stride=2), knetcnn.pool(x, window=3, stride=2))
     dy = np.ones(y.shape)
     np.testing.assert_array_equal(knetcnn.conv4w(w, x, dy, padding=1), knetcnn.conv4w(*swapped[::-1], dy.astype(">f8"), padding=1))
+
+
+def test_long_thin_filter_gradient_in_pieces_matches_one_product():
+    from knetcnn.cpu import conv
+
+    rng = np.random.default_rng(9)
+    acc, product = np.zeros((2, 3, 4)), np.empty((2, 3, 4))
+    a, b = rng.standard_normal((2, 3, 5000)), rng.standard_normal((2, 4, 5000))  # 4 pieces and a rest
+    conv._add_product_nt(acc, a, b, product)
+    np.testing.assert_allclose(acc, a @ b.transpose(0, 2, 1), rtol=1e-12)
+    # Through the API: LeNet's first layer takes this path.
+    w, x = rng.standard_normal((20, 1, 5, 5)), rng.standard_normal((8, 1, 28, 28))
+    dy = rng.standard_normal((8, 20, 24, 24))
+    expect = sum(knetcnn.conv4w(w, x[i : i + 1], dy[i : i + 1]) for i in range(8))
+    np.testing.assert_allclose(knetcnn.conv4w(w, x, dy), expect, rtol=1e-10)

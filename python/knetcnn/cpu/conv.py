@@ -74,6 +74,30 @@ def backward_data(w: np.ndarray, dy: np.ndarray, g, alpha: float) -> np.ndarray:
     return dx.astype(dy.dtype, copy=False)
 
 
+# OpenBLAS runs a long, thin product (a few hundred outputs, tens of thousands of terms each) at
+# a fraction of its speed; cut into pieces of this many terms, it runs 2-3x faster (LeNet's conv4w).
+THIN_OUTPUTS = 4096
+PIECE = 1024
+
+
+def _add_product_nt(acc: np.ndarray, a: np.ndarray, b: np.ndarray, product: np.ndarray) -> None:
+    """acc += a @ b^T for a (G, M, L) and b (G, N, L); product is (G, M, N) scratch."""
+    groups, m, length = a.shape
+    n = b.shape[1]
+    pieces = length // PIECE
+    if m * n > THIN_OUTPUTS or pieces < 4:
+        np.matmul(a, b.transpose(0, 2, 1), out=product)
+        acc += product
+        return
+    cut = pieces * PIECE
+    a_pieces = a[..., :cut].reshape(groups, m, pieces, PIECE).transpose(0, 2, 1, 3)
+    b_pieces = b[..., :cut].reshape(groups, n, pieces, PIECE).transpose(0, 2, 3, 1)
+    acc += np.matmul(a_pieces, b_pieces).sum(axis=1)
+    if cut < length:
+        np.matmul(a[..., cut:], b[..., cut:].transpose(0, 2, 1), out=product)
+        acc += product
+
+
 def backward_filter(x: np.ndarray, dy: np.ndarray, g, alpha: float) -> np.ndarray:
     """dw = alpha * sum_n dy (x) columns, in w's stored orientation: conv4w, and deconv4w (x = dy)."""
     cv = ConvShape(g)
@@ -89,8 +113,7 @@ def backward_filter(x: np.ndarray, dy: np.ndarray, g, alpha: float) -> np.ndarra
         if isinstance(layout, Wide) and not np.isfinite(src).all():
             layout.zero_garbage(col, b)  # inf * a zero gradient would put NaN into dw
         grouped = layout.load(dy, b, scratch).reshape(cv.groups, cv.og, -1)
-        np.matmul(grouped, col.reshape(cv.groups, cv.cg * cv.kp, -1).transpose(0, 2, 1), out=product)
-        dwm += product
+        _add_product_nt(dwm, grouped, col.reshape(cv.groups, cv.cg * cv.kp, -1), product)
     dw = dwm.reshape(cv.filter_shape)
     if cv.mode == 0:
         dw = dw[(slice(None), slice(None)) + (slice(None, None, -1),) * cv.d]
