@@ -145,3 +145,19 @@ def test_long_thin_filter_gradient_in_pieces_matches_one_product():
     dy = rng.standard_normal((8, 20, 24, 24))
     expect = sum(knetcnn.conv4w(w, x[i : i + 1], dy[i : i + 1]) for i in range(8))
     np.testing.assert_allclose(knetcnn.conv4w(w, x, dy), expect, rtol=1e-10)
+
+
+def test_pooling_scratch_stays_within_its_blocks(monkeypatch):
+    # float16 is pooled in float32: without blocks the padded float32 copy alone is 2x the input.
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((4, 32, 64, 64)).astype(np.float16)
+    monkeypatch.setattr(_chunks, "POOL_BLOCK_BYTES", 1 << 16)
+    kw = dict(window=3, padding=1, stride=2)
+    y = knetcnn.pool(x, **kw)
+    dy = np.ones_like(y)
+    for op in (lambda: knetcnn.pool(x, **kw), lambda: knetcnn.poolx(x, y, dy, **kw), lambda: knetcnn.pool(x, mode=2, **kw)):
+        tracemalloc.start()
+        result = op()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < result.nbytes + (1 << 20), peak  # the result plus a few small blocks
