@@ -161,3 +161,27 @@ def test_pooling_scratch_stays_within_its_blocks(monkeypatch):
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert peak < result.nbytes + (1 << 20), peak  # the result plus a few small blocks
+
+
+def test_scratch_kept_between_calls_is_capped(monkeypatch):
+    from knetcnn.cpu import _scratch
+
+    monkeypatch.setattr(_scratch, "RETAIN_BYTES", 1 << 20)
+    rng = np.random.default_rng(11)
+    w, x = rng.standard_normal((8, 16, 3, 3)), rng.standard_normal((4, 16, 40, 40))  # columns: 11 MiB
+    y = knetcnn.conv4(w, x)
+    np.testing.assert_array_equal(knetcnn.conv4(w, x), y)  # reused buffers give the same result
+    assert sum(b.nbytes for b in _scratch._local.buffers.values()) <= 1 << 20
+
+
+def test_calls_from_several_threads_use_their_own_scratch():
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(12)
+    cases = [(rng.standard_normal((6, 3, 3, 3)), rng.standard_normal((2, 3, 20 + i, 17))) for i in range(8)]
+    expect = [knetcnn.conv4(w, x, padding=1) for w, x in cases]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            got = list(pool.map(lambda c: knetcnn.conv4(c[0], c[1], padding=1), cases))
+            for g, e in zip(got, expect):
+                np.testing.assert_array_equal(g, e)
