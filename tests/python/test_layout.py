@@ -130,3 +130,58 @@ def test_byte_swapped_and_read_only_inputs():
     np.testing.assert_array_equal(knetcnn.pool(swapped[0], window=3, stride=2), knetcnn.pool(x, window=3, stride=2))
     dy = np.ones(y.shape)
     np.testing.assert_array_equal(knetcnn.conv4w(w, x, dy, padding=1), knetcnn.conv4w(*swapped[::-1], dy.astype(">f8"), padding=1))
+
+
+def test_long_thin_filter_gradient_in_pieces_matches_one_product():
+    from knetcnn.cpu import conv
+
+    rng = np.random.default_rng(9)
+    acc, product = np.zeros((2, 3, 4)), np.empty((2, 3, 4))
+    a, b = rng.standard_normal((2, 3, 5000)), rng.standard_normal((2, 4, 5000))  # 4 pieces and a rest
+    conv._add_product_nt(acc, a, b, product)
+    np.testing.assert_allclose(acc, a @ b.transpose(0, 2, 1), rtol=1e-12)
+    # Through the API: LeNet's first layer takes this path.
+    w, x = rng.standard_normal((20, 1, 5, 5)), rng.standard_normal((8, 1, 28, 28))
+    dy = rng.standard_normal((8, 20, 24, 24))
+    expect = sum(knetcnn.conv4w(w, x[i : i + 1], dy[i : i + 1]) for i in range(8))
+    np.testing.assert_allclose(knetcnn.conv4w(w, x, dy), expect, rtol=1e-10)
+
+
+def test_pooling_scratch_stays_within_its_blocks(monkeypatch):
+    # float16 is pooled in float32: without blocks the padded float32 copy alone is 2x the input.
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((4, 32, 64, 64)).astype(np.float16)
+    monkeypatch.setattr(_chunks, "POOL_BLOCK_BYTES", 1 << 16)
+    kw = dict(window=3, padding=1, stride=2)
+    y = knetcnn.pool(x, **kw)
+    dy = np.ones_like(y)
+    for op in (lambda: knetcnn.pool(x, **kw), lambda: knetcnn.poolx(x, y, dy, **kw), lambda: knetcnn.pool(x, mode=2, **kw)):
+        tracemalloc.start()
+        result = op()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < result.nbytes + (1 << 20), peak  # the result plus a few small blocks
+
+
+def test_scratch_kept_between_calls_is_capped(monkeypatch):
+    from knetcnn.cpu import _scratch
+
+    monkeypatch.setattr(_scratch, "RETAIN_BYTES", 1 << 20)
+    rng = np.random.default_rng(11)
+    w, x = rng.standard_normal((8, 16, 3, 3)), rng.standard_normal((4, 16, 40, 40))  # columns: 11 MiB
+    y = knetcnn.conv4(w, x)
+    np.testing.assert_array_equal(knetcnn.conv4(w, x), y)  # reused buffers give the same result
+    assert sum(b.nbytes for b in _scratch._local.buffers.values()) <= 1 << 20
+
+
+def test_calls_from_several_threads_use_their_own_scratch():
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(12)
+    cases = [(rng.standard_normal((6, 3, 3, 3)), rng.standard_normal((2, 3, 20 + i, 17))) for i in range(8)]
+    expect = [knetcnn.conv4(w, x, padding=1) for w, x in cases]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            got = list(pool.map(lambda c: knetcnn.conv4(c[0], c[1], padding=1), cases))
+            for g, e in zip(got, expect):
+                np.testing.assert_array_equal(g, e)

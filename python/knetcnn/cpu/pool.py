@@ -83,38 +83,59 @@ def _average_sum(p: _Pool, x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return acc
 
 
+def _blockwise(p: _Pool, result_shape, out_dtype, dtype: np.dtype, compute, *arrays) -> np.ndarray:
+    """result[items, chans] = compute(*(a[items, chans] for a in arrays)), block by block.
+
+    Channels are independent; cache-sized blocks of (batch, channel) keep each block's scratch
+    small (bounded memory) and in cache between the passes over it (measured: 2x faster max-pool
+    backward on VGG-sized float64 input).
+    """
+    result = np.empty(result_shape, dtype=out_dtype)
+    padded_cells = math.prod(n + 2 * q for n, q in zip(p.x, p.pads))
+    per_channel = dtype.itemsize * max(padded_cells, math.prod(p.y))
+    for items, chans in _chunks.channel_blocks(result_shape[0], result_shape[1], per_channel):
+        result[items, chans] = compute(*(a[items, chans] for a in arrays))
+    return result
+
+
 def forward(x: np.ndarray, g, alpha: float, *, mode: int | None = None, scale: float | None = None) -> np.ndarray:
     """y = alpha * pool(x). `mode` overrides the geometry's (unpoolx pools with the mapped mode)."""
     p = _Pool(g, mode)
     dtype = compute_dtype(x.dtype)
-    if p.mode in (0, 3):
-        acc = _window_max(p, padded(x, p.pads, _max_fill(p), dtype))
-        if p.nan_opt == 0:
-            acc[np.isnan(acc)] = -np.finfo(x.dtype).max
-    else:
-        acc = _average_sum(p, x, dtype)
-        acc /= _divisor(p)
-    acc *= alpha if scale is None else scale
-    return acc.astype(x.dtype, copy=False)
+    factor = alpha if scale is None else scale
+
+    def block(x):
+        if p.mode in (0, 3):
+            acc = _window_max(p, padded(x, p.pads, _max_fill(p), dtype))
+            if p.nan_opt == 0:
+                acc[np.isnan(acc)] = -np.finfo(x.dtype).max
+        else:
+            acc = _average_sum(p, x, dtype)
+            acc /= _divisor(p)
+        acc *= factor
+        return acc
+
+    return _blockwise(p, x.shape[:2] + p.y, x.dtype, dtype, block, x)
 
 
 def _average_backward(p: _Pool, dy: np.ndarray, scale: float, dtype: np.dtype, out_dtype) -> np.ndarray:
     """Every in-bounds cell of a window receives scale * dy / divisor."""
-    share = np.multiply(dy, scale, dtype=dtype)
-    share /= _divisor(p)
-    dxp = np.zeros(dy.shape[:2] + tuple(n + 2 * q for n, q in zip(p.x, p.pads)), dtype=dtype)
-    for offset in p.offsets:
-        # For a fixed offset distinct windows own distinct cells, so += on the view is exact.
-        dxp[p.cells(offset)] += share
-    return dxp[interior(p.pads, p.x)].astype(out_dtype, copy=False)
+
+    def block(dy):
+        share = np.multiply(dy, scale, dtype=dtype)
+        share /= _divisor(p)
+        dxp = np.zeros(dy.shape[:2] + tuple(n + 2 * q for n, q in zip(p.x, p.pads)), dtype=dtype)
+        for offset in p.offsets:
+            # For a fixed offset distinct windows own distinct cells, so += on the view is exact.
+            dxp[p.cells(offset)] += share
+        return dxp[interior(p.pads, p.x)]
+
+    return _blockwise(p, dy.shape[:2] + p.x, out_dtype, dtype, block, dy)
 
 
 def _max_backward(p: _Pool, x: np.ndarray, dy: np.ndarray, alpha: float, dtype: np.dtype) -> np.ndarray:
-    dx = np.empty(x.shape, dtype=x.dtype)
-    per_channel = dtype.itemsize * math.prod(n + 2 * q for n, q in zip(p.x, p.pads))
-    for items, chans in _chunks.channel_blocks(x.shape[0], x.shape[1], per_channel):
-        dx[items, chans] = _max_backward_block(p, x[items, chans], dy[items, chans], alpha, dtype)
-    return dx
+    block = lambda x, dy: _max_backward_block(p, x, dy, alpha, dtype)  # noqa: E731
+    return _blockwise(p, x.shape, x.dtype, dtype, block, x, dy)
 
 
 def _max_backward_block(p: _Pool, x: np.ndarray, dy: np.ndarray, alpha: float, dtype: np.dtype) -> np.ndarray:
