@@ -85,8 +85,9 @@ def shape_of(a) -> tuple[int, ...]:
     return tuple(int(s) for s in shape)
 
 
-def run(where: str, op: str, arrays: tuple, geometry, alpha: float):
-    """Run a validated call on the backend that holds its arrays."""
+def run(where: str, op: str, arrays: tuple, geometry, alpha: float, stream=None):
+    """Run a validated call on the backend that holds its arrays. ``stream`` only matters for
+    device arrays (the CPU backend has none), so host calls ignore it."""
     if where == HOST:
         return cpu.run(op, tuple(np.asarray(a) for a in arrays), geometry, alpha)
-    return _device_backend_call(op, arrays, geometry, alpha)
+    return _device_backend_call(op, arrays, geometry, alpha, stream)

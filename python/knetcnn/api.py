@@ -9,6 +9,10 @@ scalars and other array-likes are refused with a TypeError suggesting ``np.asarr
 Shapes are C-order ``(N, C, *spatial)`` with 1 to 3 spatial axes. Per-axis keywords (padding,
 stride, dilation, window, output_padding) take an int or one int per spatial axis, in the order
 of the array's spatial axes. See semantics.md for the full contract.
+
+Every function but ``mat`` also takes ``stream=``: for device arrays, the CUDA stream to run on (a
+handle, or a CuPy / PyTorch / cuda-python stream object) instead of the caller library's current
+stream; host (NumPy) calls ignore it.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ __all__ = [
 ]  # fmt: skip
 
 
-def _conv_call(op, w, x, dy, *, padding, stride, dilation, mode, alpha, group, output_padding=None):
+def _conv_call(op, w, x, dy, *, padding, stride, dilation, mode, alpha, group, output_padding=None, stream=None):
     """Validate and run one convolution-family call; dy is None for the forward ops."""
     named = dict(w=w, x=x) if dy is None else dict(w=w, x=x, dy=dy)
     where = _dispatch.classify(op, **named)
@@ -43,10 +47,10 @@ def _conv_call(op, w, x, dy, *, padding, stride, dilation, mode, alpha, group, o
         # conv4's dy is shaped like its output; deconv4's like its result (the geometry's input).
         expected, what = (g.input_shape, "deconv4") if g.transposed else (g.output_shape, "conv4")
         _geometry.check_shape(op, "dy", _dispatch.shape_of(dy), expected, f"the shape of {what}(w, x) with these keywords")
-    return _dispatch.run(where, op, tuple(named.values()), g, a)
+    return _dispatch.run(where, op, tuple(named.values()), g, a, stream)
 
 
-def _pool_call(op, x, y, dy, *, window, padding, stride, mode, alpha, maxpoolingNanOpt=None):
+def _pool_call(op, x, y, dy, *, window, padding, stride, mode, alpha, maxpoolingNanOpt=None, stream=None):
     """Validate and run one pooling-family call; y and dy are None for the forward ops."""
     unpooling = op.startswith("unpool")
     named = dict(x=x) if y is None else dict(x=x, y=y, dy=dy)
@@ -61,11 +65,11 @@ def _pool_call(op, x, y, dy, *, window, padding, stride, mode, alpha, maxpooling
         expected, what = (g.input_shape, "unpool") if unpooling else (g.output_shape, "pool")
         for name, arr in (("y", y), ("dy", dy)):
             _geometry.check_shape(op, name, _dispatch.shape_of(arr), expected, f"the shape of {what}(x) with these keywords")
-    return _dispatch.run(where, op, tuple(named.values()), g, a)
+    return _dispatch.run(where, op, tuple(named.values()), g, a, stream)
 
 
 def conv4(w: Array, x: Array, *, padding: AxisArg = 0, stride: AxisArg = 1, dilation: AxisArg = 1,
-          mode: int = 0, alpha: float = 1, group: int = 1) -> Array:  # fmt: skip
+          mode: int = 0, alpha: float = 1, group: int = 1, stream=None) -> Array:  # fmt: skip
     """Convolution of x with filters w (Knet's ``conv4``).
 
     ``y[n, o, yo] = alpha * sum_c sum_j w'[o, c, j] * x[n, g*Cg + c, yo*stride - padding + j*dilation]``
@@ -81,11 +85,11 @@ def conv4(w: Array, x: Array, *, padding: AxisArg = 0, stride: AxisArg = 1, dila
     array([[[10., 16., 22., 28., 34.]]])
     """
     return _conv_call("conv4", w, x, None, padding=padding, stride=stride, dilation=dilation, mode=mode,
-                      alpha=alpha, group=group)  # fmt: skip
+                      alpha=alpha, group=group, stream=stream)  # fmt: skip
 
 
 def conv4w(w: Array, x: Array, dy: Array, *, padding: AxisArg = 0, stride: AxisArg = 1, dilation: AxisArg = 1,
-           mode: int = 0, alpha: float = 1, group: int = 1) -> Array:  # fmt: skip
+           mode: int = 0, alpha: float = 1, group: int = 1, stream=None) -> Array:  # fmt: skip
     """Gradient of conv4 with respect to w: dL/dw for ``L = <dy, conv4(w, x, **same)>``.
 
     Shape of w, in w's stored orientation (so mode 0 gives the flip of mode 1); includes alpha.
@@ -97,11 +101,11 @@ def conv4w(w: Array, x: Array, dy: Array, *, padding: AxisArg = 0, stride: AxisA
              [20., 24.]]]])
     """
     return _conv_call("conv4w", w, x, dy, padding=padding, stride=stride, dilation=dilation, mode=mode,
-                      alpha=alpha, group=group)  # fmt: skip
+                      alpha=alpha, group=group, stream=stream)  # fmt: skip
 
 
 def conv4x(w: Array, x: Array, dy: Array, *, padding: AxisArg = 0, stride: AxisArg = 1, dilation: AxisArg = 1,
-           mode: int = 0, alpha: float = 1, group: int = 1) -> Array:  # fmt: skip
+           mode: int = 0, alpha: float = 1, group: int = 1, stream=None) -> Array:  # fmt: skip
     """Gradient of conv4 with respect to x: dL/dx for ``L = <dy, conv4(w, x, **same)>``.
 
     Shape of x (x is read only for its shape); includes alpha. dy must have conv4(w, x)'s shape.
@@ -113,11 +117,11 @@ def conv4x(w: Array, x: Array, dy: Array, *, padding: AxisArg = 0, stride: AxisA
              [1., 2., 1.]]]])
     """
     return _conv_call("conv4x", w, x, dy, padding=padding, stride=stride, dilation=dilation, mode=mode,
-                      alpha=alpha, group=group)  # fmt: skip
+                      alpha=alpha, group=group, stream=stream)  # fmt: skip
 
 
 def deconv4(w: Array, x: Array, *, padding: AxisArg = 0, stride: AxisArg = 1, dilation: AxisArg = 1,
-            mode: int = 0, alpha: float = 1, group: int = 1, output_padding: AxisArg = 0) -> Array:  # fmt: skip
+            mode: int = 0, alpha: float = 1, group: int = 1, output_padding: AxisArg = 0, stream=None) -> Array:  # fmt: skip
     """Transposed convolution (Knet's ``deconv4``): ``deconv4(w, x) == conv4x(w, y0, x)``.
 
     ``y0`` is a zero array of the result's shape: each x value scatters ``alpha * x * w'`` into
@@ -131,11 +135,11 @@ def deconv4(w: Array, x: Array, *, padding: AxisArg = 0, stride: AxisArg = 1, di
     array([[[1., 1., 2., 2.]]])
     """
     return _conv_call("deconv4", w, x, None, padding=padding, stride=stride, dilation=dilation, mode=mode,
-                      alpha=alpha, group=group, output_padding=output_padding)  # fmt: skip
+                      alpha=alpha, group=group, output_padding=output_padding, stream=stream)  # fmt: skip
 
 
 def deconv4w(w: Array, x: Array, dy: Array, *, padding: AxisArg = 0, stride: AxisArg = 1, dilation: AxisArg = 1,
-             mode: int = 0, alpha: float = 1, group: int = 1, output_padding: AxisArg = 0) -> Array:  # fmt: skip
+             mode: int = 0, alpha: float = 1, group: int = 1, output_padding: AxisArg = 0, stream=None) -> Array:  # fmt: skip
     """Gradient of deconv4 with respect to w: ``deconv4w(w, x, dy) == conv4w(w, dy, x)``.
 
     Shape of w; dy must have deconv4(w, x)'s shape.
@@ -144,11 +148,11 @@ def deconv4w(w: Array, x: Array, dy: Array, *, padding: AxisArg = 0, stride: Axi
     array([[[3., 3.]]])
     """
     return _conv_call("deconv4w", w, x, dy, padding=padding, stride=stride, dilation=dilation, mode=mode,
-                      alpha=alpha, group=group, output_padding=output_padding)  # fmt: skip
+                      alpha=alpha, group=group, output_padding=output_padding, stream=stream)  # fmt: skip
 
 
 def deconv4x(w: Array, x: Array, dy: Array, *, padding: AxisArg = 0, stride: AxisArg = 1, dilation: AxisArg = 1,
-             mode: int = 0, alpha: float = 1, group: int = 1, output_padding: AxisArg = 0) -> Array:  # fmt: skip
+             mode: int = 0, alpha: float = 1, group: int = 1, output_padding: AxisArg = 0, stream=None) -> Array:  # fmt: skip
     """Gradient of deconv4 with respect to x: ``deconv4x(w, x, dy) == conv4(w, dy)``.
 
     Shape of x (read only for its shape); dy must have deconv4(w, x)'s shape.
@@ -157,11 +161,11 @@ def deconv4x(w: Array, x: Array, dy: Array, *, padding: AxisArg = 0, stride: Axi
     array([[[3., 5.]]])
     """
     return _conv_call("deconv4x", w, x, dy, padding=padding, stride=stride, dilation=dilation, mode=mode,
-                      alpha=alpha, group=group, output_padding=output_padding)  # fmt: skip
+                      alpha=alpha, group=group, output_padding=output_padding, stream=stream)  # fmt: skip
 
 
 def pool(x: Array, *, window: AxisArg = 2, padding: AxisArg = 0, stride: Optional[AxisArg] = None,
-         mode: int = 0, maxpoolingNanOpt: int = 1, alpha: float = 1) -> Array:  # fmt: skip
+         mode: int = 0, maxpoolingNanOpt: int = 1, alpha: float = 1, stream=None) -> Array:  # fmt: skip
     """Pooling (Knet's ``pool``): ``alpha * pooled`` over windows ``i = yo*stride - padding + j``.
 
     ``mode``: 0 max over in-bounds cells (padding never counts), 1 average with padding counted
@@ -176,11 +180,11 @@ def pool(x: Array, *, window: AxisArg = 2, padding: AxisArg = 0, stride: Optiona
     array([[[2., 4., 6.]]])
     """
     return _pool_call("pool", x, None, None, window=window, padding=padding, stride=stride, mode=mode,
-                      alpha=alpha, maxpoolingNanOpt=maxpoolingNanOpt)  # fmt: skip
+                      alpha=alpha, maxpoolingNanOpt=maxpoolingNanOpt, stream=stream)  # fmt: skip
 
 
 def poolx(x: Array, y: Array, dy: Array, *, window: AxisArg = 2, padding: AxisArg = 0,
-          stride: Optional[AxisArg] = None, mode: int = 0, maxpoolingNanOpt: int = 1, alpha: float = 1) -> Array:  # fmt: skip
+          stride: Optional[AxisArg] = None, mode: int = 0, maxpoolingNanOpt: int = 1, alpha: float = 1, stream=None) -> Array:  # fmt: skip
     """Gradient of pool: dL/dx for ``L = <dy, pool(x, **same)>``; y is that pool's output.
 
     Max modes: each window's ``alpha * dy`` goes to one cell, the first in-bounds cell in
@@ -195,11 +199,11 @@ def poolx(x: Array, y: Array, dy: Array, *, window: AxisArg = 2, padding: AxisAr
     array([[[0., 1., 1., 0.]]])
     """
     return _pool_call("poolx", x, y, dy, window=window, padding=padding, stride=stride, mode=mode,
-                      alpha=alpha, maxpoolingNanOpt=maxpoolingNanOpt)  # fmt: skip
+                      alpha=alpha, maxpoolingNanOpt=maxpoolingNanOpt, stream=stream)  # fmt: skip
 
 
 def unpool(x: Array, *, window: AxisArg = 2, padding: AxisArg = 0, stride: Optional[AxisArg] = None,
-           mode: int = 0, alpha: float = 1) -> Array:  # fmt: skip
+           mode: int = 0, alpha: float = 1, stream=None) -> Array:  # fmt: skip
     """Knet's ``unpool``: the average-pool backward of ``x * prod(window)``, scaled by ``1/alpha``.
 
     The average mode is Knet's mapping of ``mode``: 0->1, 1->2, 2->1, 3->1. For windows that do not
@@ -211,11 +215,11 @@ def unpool(x: Array, *, window: AxisArg = 2, padding: AxisArg = 0, stride: Optio
     array([[[1., 1., 2., 2.]]])
     """
     return _pool_call("unpool", x, None, None, window=window, padding=padding, stride=stride, mode=mode,
-                      alpha=alpha)  # fmt: skip
+                      alpha=alpha, stream=stream)  # fmt: skip
 
 
 def unpoolx(x: Array, y: Array, dy: Array, *, window: AxisArg = 2, padding: AxisArg = 0,
-            stride: Optional[AxisArg] = None, mode: int = 0, alpha: float = 1) -> Array:  # fmt: skip
+            stride: Optional[AxisArg] = None, mode: int = 0, alpha: float = 1, stream=None) -> Array:  # fmt: skip
     """Gradient of unpool: ``prod(window) * pool(dy, mode=mapped, alpha=1/alpha, **same)``.
 
     Shape of x; y (unpool's output) and dy must have unpool(x)'s shape; y is checked, not read.
@@ -225,7 +229,7 @@ def unpoolx(x: Array, y: Array, dy: Array, *, window: AxisArg = 2, padding: Axis
     array([[[3., 7.]]])
     """
     return _pool_call("unpoolx", x, y, dy, window=window, padding=padding, stride=stride, mode=mode,
-                      alpha=alpha)  # fmt: skip
+                      alpha=alpha, stream=stream)  # fmt: skip
 
 
 def mat(x: Array, dims: Optional[int] = None) -> Array:

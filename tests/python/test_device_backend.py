@@ -157,3 +157,17 @@ def test_a_failing_exec_releases_and_reports_the_real_error(cuda, monkeypatch): 
     with pytest.raises(knetcnn.CudnnNotSupportedError, match="cudnnConvolutionForward"):
         knetcnn.conv4(kw_, kx)
     np.testing.assert_array_equal(kx.get(), x)  # inputs intact and usable after the failure
+
+
+def test_an_explicit_stream_is_the_one_the_work_runs_on(exec_calls):
+    w, x = rng_arrays(8, (2, 1, 3), (1, 1, 6))
+    knetcnn.conv4(k(w), k(x), stream=77)
+    knetcnn.pool(k(x), stream=78)
+    assert [c["stream"] for c in exec_calls] == [77, 78]
+    np.testing.assert_array_equal(knetcnn.conv4(w, x, stream=77), knetcnn.conv4(w, x))  # host: ignored
+
+
+def test_a_bad_stream_is_a_type_error_naming_the_function(exec_calls):
+    w, x = rng_arrays(9, (2, 1, 3), (1, 1, 6))
+    with pytest.raises(TypeError, match="conv4"):
+        knetcnn.conv4(k(w), k(x), stream="fast")
