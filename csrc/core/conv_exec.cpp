@@ -347,9 +347,9 @@ void conv4_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& w, const
   const std::string op = "conv4";
   check_kind("conv4", g, false);
   check_scaling(op, dtype, alpha, beta);
-  const Operand wo = make_filter_operand(op, "w", w, g.filter);
-  const Operand xo = make_operand(op, "x", x, g.input, false);
-  const Operand yo = make_operand(op, "y", y, g.output, true);
+  const Operand wo = make_filter_operand(op, "w", dtype, w, g.filter);
+  const Operand xo = make_operand(op, "x", dtype, x, g.input, false);
+  const Operand yo = make_operand(op, "y", dtype, y, g.output, true);
   check_disjoint(op, dtype, yo, {&wo, &xo});
   const std::string context = conv_context(op, g, dtype, {&wo, &xo, &yo}, alpha, beta, options);
   const ExecScope scope(target, {&wo, &xo, &yo});
@@ -362,9 +362,9 @@ void conv4x_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& w, cons
   const std::string op = "conv4x";
   check_kind("conv4x", g, false);
   check_scaling(op, dtype, alpha, beta);
-  const Operand wo = make_filter_operand(op, "w", w, g.filter);
-  const Operand dyo = make_operand(op, "dy", dy, g.output, false);
-  const Operand dxo = make_operand(op, "dx", dx, g.input, true);
+  const Operand wo = make_filter_operand(op, "w", dtype, w, g.filter);
+  const Operand dyo = make_operand(op, "dy", dtype, dy, g.output, false);
+  const Operand dxo = make_operand(op, "dx", dtype, dx, g.input, true);
   check_disjoint(op, dtype, dxo, {&wo, &dyo});
   const std::string context = conv_context(op, g, dtype, {&wo, &dyo, &dxo}, alpha, beta, options);
   const ExecScope scope(target, {&wo, &dyo, &dxo});
@@ -377,9 +377,9 @@ void conv4w_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& x, cons
   const std::string op = "conv4w";
   check_kind("conv4w", g, false);
   check_scaling(op, dtype, alpha, beta);
-  const Operand xo = make_operand(op, "x", x, g.input, false);
-  const Operand dyo = make_operand(op, "dy", dy, g.output, false);
-  const Operand dwo = make_filter_operand(op, "dw", dw, g.filter);
+  const Operand xo = make_operand(op, "x", dtype, x, g.input, false);
+  const Operand dyo = make_operand(op, "dy", dtype, dy, g.output, false);
+  const Operand dwo = make_filter_operand(op, "dw", dtype, dw, g.filter);
   check_disjoint(op, dtype, dwo, {&xo, &dyo});
   const std::string context = conv_context(op, g, dtype, {&xo, &dyo, &dwo}, alpha, beta, options);
   const ExecScope scope(target, {&xo, &dyo, &dwo});
@@ -392,9 +392,9 @@ void deconv4_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& w, con
   const std::string op = "deconv4";
   check_kind("deconv4", g, true);
   check_scaling(op, dtype, alpha, beta);
-  const Operand wo = make_filter_operand(op, "w", w, g.filter);
-  const Operand xo = make_operand(op, "x", x, g.output, false);  // deconv4's input: cuDNN's dy
-  const Operand yo = make_operand(op, "y", y, g.input, true);    // deconv4's result: cuDNN's dx
+  const Operand wo = make_filter_operand(op, "w", dtype, w, g.filter);
+  const Operand xo = make_operand(op, "x", dtype, x, g.output, false);  // deconv4's input: cuDNN's dy
+  const Operand yo = make_operand(op, "y", dtype, y, g.input, true);    // deconv4's result: cuDNN's dx
   check_disjoint(op, dtype, yo, {&wo, &xo});
   const std::string context = conv_context(op, g, dtype, {&wo, &xo, &yo}, alpha, beta, options);
   const ExecScope scope(target, {&wo, &xo, &yo});
@@ -407,9 +407,9 @@ void deconv4w_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& x, co
   const std::string op = "deconv4w";
   check_kind("deconv4w", g, true);
   check_scaling(op, dtype, alpha, beta);
-  const Operand xo = make_operand(op, "x", x, g.output, false);    // deconv4's input: cuDNN's dy
-  const Operand dyo = make_operand(op, "dy", dy, g.input, false);  // grad of deconv4's result: cuDNN's x
-  const Operand dwo = make_filter_operand(op, "dw", dw, g.filter);
+  const Operand xo = make_operand(op, "x", dtype, x, g.output, false);    // deconv4's input: cuDNN's dy
+  const Operand dyo = make_operand(op, "dy", dtype, dy, g.input, false);  // grad of deconv4's result: cuDNN's x
+  const Operand dwo = make_filter_operand(op, "dw", dtype, dw, g.filter);
   check_disjoint(op, dtype, dwo, {&xo, &dyo});
   const std::string context = conv_context(op, g, dtype, {&xo, &dyo, &dwo}, alpha, beta, options);
   const ExecScope scope(target, {&xo, &dyo, &dwo});
@@ -422,9 +422,9 @@ void deconv4x_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& w, co
   const std::string op = "deconv4x";
   check_kind("deconv4x", g, true);
   check_scaling(op, dtype, alpha, beta);
-  const Operand wo = make_filter_operand(op, "w", w, g.filter);
-  const Operand dyo = make_operand(op, "dy", dy, g.input, false);  // cuDNN's x
-  const Operand dxo = make_operand(op, "dx", dx, g.output, true);  // cuDNN's y
+  const Operand wo = make_filter_operand(op, "w", dtype, w, g.filter);
+  const Operand dyo = make_operand(op, "dy", dtype, dy, g.input, false);  // cuDNN's x
+  const Operand dxo = make_operand(op, "dx", dtype, dx, g.output, true);  // cuDNN's y
   check_disjoint(op, dtype, dxo, {&wo, &dyo});
   const std::string context = conv_context(op, g, dtype, {&wo, &dyo, &dxo}, alpha, beta, options);
   const ExecScope scope(target, {&wo, &dyo, &dxo});

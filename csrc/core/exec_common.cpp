@@ -79,13 +79,22 @@ std::size_t layout_bytes(const Shape& shape, const Shape& strides, DType dtype) 
   return static_cast<std::size_t>(bytes);
 }
 
-Operand make_operand(const std::string& op, const char* role, const DeviceTensor& t, const Shape& shape,
+Operand make_operand(const std::string& op, const char* role, DType dtype, const DeviceTensor& t, const Shape& shape,
                      bool written) {
   Operand o;
   o.role = role;
   o.data = reinterpret_cast<void*>(t.data);
   o.shape = shape;
   check_not_null((op + ": " + role).c_str(), o.data);
+  const std::size_t size = dtype_size(dtype);
+  if (t.data % size != 0) {
+    std::ostringstream address;
+    address << "0x" << std::hex << t.data;
+    throw value_error(op + ": " + role + " = " + address.str() + " is not a multiple of " + std::to_string(size) +
+                      " bytes, the size of a " + dtype_name(dtype) +
+                      " element: cuDNN reads elements at aligned addresses (a misaligned one faults the GPU and "
+                      "ends the CUDA context); pass an array whose data pointer is element-aligned");
+  }
   if (t.strides.empty()) {
     o.strides = packed_strides(shape);
   } else {
@@ -112,8 +121,9 @@ Operand make_operand(const std::string& op, const char* role, const DeviceTensor
   return o;
 }
 
-Operand make_filter_operand(const std::string& op, const char* role, const DeviceTensor& t, const Shape& shape) {
-  Operand o = make_operand(op, role, t, shape, false);
+Operand make_filter_operand(const std::string& op, const char* role, DType dtype, const DeviceTensor& t,
+                            const Shape& shape) {
+  Operand o = make_operand(op, role, dtype, t, shape, false);
   // Size-1 axes may carry any stride (nothing is addressed through them).
   if (normalized_strides(shape, o.strides) != packed_strides(shape))
     throw value_error(op + ": " + role + " has strides " + shape_to_string(o.strides) +

@@ -66,12 +66,15 @@ std::size_t layout_bytes(const Shape& shape, const Shape& strides, DType dtype);
 // overflows int64 (or a size is < 1 or a stride < 0).
 int64_t last_offset(const Shape& shape, const Shape& strides);
 
-// Checks one argument: non-null, strides of the right length and >= 0, and (for a written
-// tensor) no two elements sharing an address. ValueErrors name `op` and the argument.
-Operand make_operand(const std::string& op, const char* role, const DeviceTensor& t, const Shape& shape,
+// Checks one argument: non-null, aligned to its element size (a misaligned element access is a
+// GPU fault that destroys the CUDA context: semantics.md section 6, no input may crash), strides
+// of the right length and >= 0, and (for a written tensor) no two elements sharing an address.
+// ValueErrors name `op` and the argument.
+Operand make_operand(const std::string& op, const char* role, DType dtype, const DeviceTensor& t, const Shape& shape,
                      bool written);
 // Filters have no strides in cuDNN: w and dw must be C-contiguous.
-Operand make_filter_operand(const std::string& op, const char* role, const DeviceTensor& t, const Shape& shape);
+Operand make_filter_operand(const std::string& op, const char* role, DType dtype, const DeviceTensor& t,
+                            const Shape& shape);
 // The written tensor must not share memory with any read one (cuDNN computes out of place).
 void check_disjoint(const std::string& op, DType dtype, const Operand& written, const std::vector<const Operand*>& read);
 // alpha and beta must be finite, and (for half, bfloat16 and float data, where cuDNN reads them as

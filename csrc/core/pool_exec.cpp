@@ -105,8 +105,8 @@ void pool_exec(const PoolGeometry& g, DType dtype, const DeviceTensor& x, const 
   const std::string op = "pool";
   check_kind("pool", g, false);
   check_scaling(op, dtype, alpha, beta);
-  const Operand xo = make_operand(op, "x", x, g.input, false);
-  const Operand yo = make_operand(op, "y", y, g.output, true);
+  const Operand xo = make_operand(op, "x", dtype, x, g.input, false);
+  const Operand yo = make_operand(op, "y", dtype, y, g.output, true);
   check_disjoint(op, dtype, yo, {&xo});
   const PoolGeometry run = running_geometry(g, options);
   const std::string context = pool_context(op, run, dtype, {&xo, &yo}, alpha, beta, options);
@@ -130,10 +130,10 @@ void poolx_exec(const PoolGeometry& g, DType dtype, const DeviceTensor& x, const
   const std::string op = "poolx";
   check_kind("poolx", g, false);
   check_scaling(op, dtype, alpha, beta);
-  const Operand xo = make_operand(op, "x", x, g.input, false);
-  const Operand yo = make_operand(op, "y", y, g.output, false);
-  const Operand dyo = make_operand(op, "dy", dy, g.output, false);
-  const Operand dxo = make_operand(op, "dx", dx, g.input, true);
+  const Operand xo = make_operand(op, "x", dtype, x, g.input, false);
+  const Operand yo = make_operand(op, "y", dtype, y, g.output, false);
+  const Operand dyo = make_operand(op, "dy", dtype, dy, g.output, false);
+  const Operand dxo = make_operand(op, "dx", dtype, dx, g.input, true);
   check_disjoint(op, dtype, dxo, {&xo, &yo, &dyo});
   const PoolGeometry run = running_geometry(g, options);
   const std::string context = pool_context(op, run, dtype, {&xo, &yo, &dyo, &dxo}, alpha, beta, options);
@@ -183,8 +183,8 @@ void unpool_exec(const PoolGeometry& g, DType dtype, const DeviceTensor& x, cons
   check_kind("unpool", g, true);
   check_scaling(op, dtype, alpha, beta);
   const double scale = checked_unpool_scale(op, g, dtype, alpha);
-  const Operand xo = make_operand(op, "x", x, g.output, false);  // unpool's input: cuDNN's dy (and y)
-  const Operand yo = make_operand(op, "y", y, g.input, true);    // unpool's result: cuDNN's dx (and x)
+  const Operand xo = make_operand(op, "x", dtype, x, g.output, false);  // unpool's input: cuDNN's dy (and y)
+  const Operand yo = make_operand(op, "y", dtype, y, g.input, true);    // unpool's result: cuDNN's dx (and x)
   check_disjoint(op, dtype, yo, {&xo});
   const PoolGeometry run = running_geometry(g, options);  // an average mode: unchanged
   const std::string context = pool_context(op, run, dtype, {&xo, &yo}, alpha, beta, options);
@@ -217,8 +217,8 @@ void unpoolx_exec(const PoolGeometry& g, DType dtype, const DeviceTensor& dy, co
   check_kind("unpoolx", g, true);
   check_scaling(op, dtype, alpha, beta);
   const double scale = checked_unpool_scale(op, g, dtype, alpha);
-  const Operand dyo = make_operand(op, "dy", dy, g.input, false);  // grad of unpool's result: cuDNN's x
-  const Operand dxo = make_operand(op, "dx", dx, g.output, true);  // grad of unpool's input: cuDNN's y
+  const Operand dyo = make_operand(op, "dy", dtype, dy, g.input, false);  // grad of unpool's result: cuDNN's x
+  const Operand dxo = make_operand(op, "dx", dtype, dx, g.output, true);  // grad of unpool's input: cuDNN's y
   check_disjoint(op, dtype, dxo, {&dyo});
   const PoolGeometry run = running_geometry(g, options);
   const std::string context = pool_context(op, run, dtype, {&dyo, &dxo}, alpha, beta, options);

@@ -332,6 +332,36 @@ TEST_F(ExecErrors, NullPointersAreRefusedNamingOpAndArgument) {
                      {"unpoolx: dy", "null"});
 }
 
+// Review #8: an element-misaligned pointer would fault the GPU (a sticky error that ends the
+// CUDA context): refused before the device is looked at, naming the op and the argument.
+TEST_F(ExecErrors, ElementMisalignedPointersAreRefusedNamingOpAndArgument) {
+  const std::uintptr_t base = std::uintptr_t{5} << 32;
+  auto at = [](std::uintptr_t address) { return DeviceTensor{address, {}}; };
+  expect_value_error([&] { conv4_exec(conv, DType::Float32, fake(1), at(base + 2), fake(3), 1, 0, target, options); },
+                     {"conv4: x = 0x500000002", "not a multiple of 4 bytes", "float32", "aligned"});
+  expect_value_error([&] { conv4w_exec(conv, DType::Float64, fake(1), fake(2), at(base + 4), 1, 0, target, options); },
+                     {"conv4w: dw = 0x500000004", "multiple of 8 bytes", "float64"});
+  expect_value_error([&] { deconv4_exec(deconv, DType::Float16, at(base + 1), fake(2), fake(3), 1, 0, target, options); },
+                     {"deconv4: w", "multiple of 2 bytes", "float16"});
+  expect_value_error([&] { deconv4x_exec(deconv, DType::BFloat16, fake(1), fake(2), at(base + 3), 1, 0, target, options); },
+                     {"deconv4x: dx", "multiple of 2 bytes", "bfloat16"});
+  expect_value_error([&] { pool_exec(pool, DType::Float32, fake(1), at(base + 6), 1, 0, target, options); },
+                     {"pool: y", "multiple of 4 bytes"});
+  expect_value_error(
+      [&] { poolx_exec(pool, DType::Float32, fake(1), fake(2), at(base + 1), fake(4), 1, 0, target, options); },
+      {"poolx: dy", "multiple of 4 bytes"});
+  expect_value_error([&] { unpoolx_exec(unpool, DType::Float64, fake(1), at(base + 12), 1, 0, target, options); },
+                     {"unpoolx: dx", "multiple of 8 bytes"});
+  // Element-aligned but not 16-byte aligned is fine (it reaches the device, or the missing one).
+  try {
+    conv4_exec(conv, DType::Float32, fake(1), at(base + 4), fake(3), 1, 0, target, options);
+  } catch (const ArgumentError& e) {
+    EXPECT_EQ(std::string(e.what()).find("not a multiple"), std::string::npos) << e.what();
+  } catch (const std::exception&) {
+    // DeviceUnavailable here; a device-side refusal of the fake pointers on a GPU machine.
+  }
+}
+
 TEST_F(ExecErrors, GeometryOfTheOtherKindIsRefused) {
   expect_value_error([&] { conv4_exec(deconv, DType::Float32, fake(1), fake(2), fake(3), 1, 0, target, options); },
                      {"conv4", "conv4_geometry"});
