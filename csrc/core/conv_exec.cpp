@@ -352,7 +352,7 @@ void conv4_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& w, const
   const Operand yo = make_operand(op, "y", dtype, y, g.output, true);
   check_disjoint(op, dtype, yo, {&wo, &xo});
   const std::string context = conv_context(op, g, dtype, {&wo, &xo, &yo}, alpha, beta, options);
-  const ExecScope scope(target, {&wo, &xo, &yo});
+  const ExecScope scope(target, {&wo, &xo, &yo}, op);
   forward(scope, g, dtype, xo, wo, yo, alpha, beta, options, context);
 }
 
@@ -367,7 +367,7 @@ void conv4x_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& w, cons
   const Operand dxo = make_operand(op, "dx", dtype, dx, g.input, true);
   check_disjoint(op, dtype, dxo, {&wo, &dyo});
   const std::string context = conv_context(op, g, dtype, {&wo, &dyo, &dxo}, alpha, beta, options);
-  const ExecScope scope(target, {&wo, &dyo, &dxo});
+  const ExecScope scope(target, {&wo, &dyo, &dxo}, op);
   backward_data(scope, g, dtype, wo, dyo, dxo, alpha, beta, options, context);
 }
 
@@ -382,7 +382,7 @@ void conv4w_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& x, cons
   const Operand dwo = make_filter_operand(op, "dw", dtype, dw, g.filter);
   check_disjoint(op, dtype, dwo, {&xo, &dyo});
   const std::string context = conv_context(op, g, dtype, {&xo, &dyo, &dwo}, alpha, beta, options);
-  const ExecScope scope(target, {&xo, &dyo, &dwo});
+  const ExecScope scope(target, {&xo, &dyo, &dwo}, op);
   backward_filter(scope, g, dtype, xo, dyo, dwo, alpha, beta, options, context);
 }
 
@@ -397,7 +397,7 @@ void deconv4_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& w, con
   const Operand yo = make_operand(op, "y", dtype, y, g.input, true);    // deconv4's result: cuDNN's dx
   check_disjoint(op, dtype, yo, {&wo, &xo});
   const std::string context = conv_context(op, g, dtype, {&wo, &xo, &yo}, alpha, beta, options);
-  const ExecScope scope(target, {&wo, &xo, &yo});
+  const ExecScope scope(target, {&wo, &xo, &yo}, op);
   backward_data(scope, g, dtype, wo, xo, yo, alpha, beta, options, context);
 }
 
@@ -412,7 +412,7 @@ void deconv4w_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& x, co
   const Operand dwo = make_filter_operand(op, "dw", dtype, dw, g.filter);
   check_disjoint(op, dtype, dwo, {&xo, &dyo});
   const std::string context = conv_context(op, g, dtype, {&xo, &dyo, &dwo}, alpha, beta, options);
-  const ExecScope scope(target, {&xo, &dyo, &dwo});
+  const ExecScope scope(target, {&xo, &dyo, &dwo}, op);
   backward_filter(scope, g, dtype, dyo, xo, dwo, alpha, beta, options, context);
 }
 
@@ -427,7 +427,7 @@ void deconv4x_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& w, co
   const Operand dxo = make_operand(op, "dx", dtype, dx, g.output, true);  // cuDNN's y
   check_disjoint(op, dtype, dxo, {&wo, &dyo});
   const std::string context = conv_context(op, g, dtype, {&wo, &dyo, &dxo}, alpha, beta, options);
-  const ExecScope scope(target, {&wo, &dyo, &dxo});
+  const ExecScope scope(target, {&wo, &dyo, &dxo}, op);
   forward(scope, g, dtype, dyo, wo, dxo, alpha, beta, options, context);
 }
 

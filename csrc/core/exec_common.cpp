@@ -177,15 +177,24 @@ std::string pool_context(const std::string& op, const PoolGeometry& g, DType dty
          " alpha=" + number(alpha) + " beta=" + number(beta) + " " + exec_options_to_string(options);
 }
 
-ExecScope::ExecScope(const ExecTarget& target, const std::vector<const Operand*>& operands) : target_(target) {
+ExecScope::ExecScope(const ExecTarget& target, const std::vector<const Operand*>& operands, const std::string& op)
+    : target_(target) {
   if (target.device < 0)
     throw value_error("device=" + std::to_string(target.device) + ": the device ordinal must be >= 0");
-  require_device(target.device);
-  cudnn_clear_last_error();
-  guard_ = std::make_unique<DeviceGuard>(target.device);
-  check_stream_device(target.stream, target.device);
-  for (const Operand* o : operands) check_device_pointer(o->role, o->data, target.device);
-  capture_ = stream_capture_state(target.stream);
+  cudaError_t query = cudaSuccess;
+  {
+    // Queries only (nothing is enqueued or synchronized), which another thread's global-mode
+    // capture must not refuse whether or not our stream turns out to capture.
+    RelaxedCaptureMode probing;
+    require_device(target.device);
+    cudnn_clear_last_error();
+    guard_ = std::make_unique<DeviceGuard>(target.device);
+    check_stream_device(target.stream, target.device);
+    for (const Operand* o : operands) check_device_pointer(o->role, o->data, target.device);
+    capture_ = stream_capture_state(target.stream, &query);
+  }
+  check_capture_usable(capture_, query, target.stream, target.device, op);  // None or Active from here
+  if (capture_ == CaptureState::None) relaxed_.emplace();
   handle_ = cudnn_handle(target.device, target.stream, capture_);
 }
 

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -91,12 +92,17 @@ std::string pool_context(const std::string& op, const PoolGeometry& g, DType dty
 
 // The device side of a call, in order: the GPU must be usable (DeviceUnavailable says why and
 // how to fix it), `device` becomes current for the scope, the stream must belong to it, every
-// pointer must be device memory on it, the stream's graph-capture state is read once, and the
-// thread's cuDNN handle for the device is bound to the stream. cuDNN's last-error text is cleared
-// first, so that no message of this call carries an earlier call's explanation.
+// pointer must be device memory on it, the stream's graph-capture state is read once (an
+// invalidated capture, or a state the runtime cannot tell, is refused with CudaError before
+// anything touches the stream: check_capture_usable), and the thread's cuDNN handle for the
+// device is bound to the stream. A call on a stream that is not capturing runs in relaxed capture
+// mode throughout: nothing it enqueues can belong to another thread's capture, so the runtime calls
+// it and cuDNN make (allocations, frees, module loads) must not be refused by, nor invalidate, a
+// global-mode capture elsewhere. cuDNN's last-error text is cleared first, so that no message of
+// this call carries an earlier call's explanation.
 class ExecScope {
  public:
-  ExecScope(const ExecTarget& target, const std::vector<const Operand*>& operands);
+  ExecScope(const ExecTarget& target, const std::vector<const Operand*>& operands, const std::string& op);
   cudnnHandle_t handle() const { return handle_; }
   int device() const { return target_.device; }
   cudaStream_t stream() const { return target_.stream; }
@@ -105,6 +111,7 @@ class ExecScope {
  private:
   ExecTarget target_;
   std::unique_ptr<DeviceGuard> guard_;
+  std::optional<RelaxedCaptureMode> relaxed_;  // eager calls only
   CaptureState capture_ = CaptureState::None;
   cudnnHandle_t handle_ = nullptr;
 };

@@ -111,7 +111,7 @@ void pool_exec(const PoolGeometry& g, DType dtype, const DeviceTensor& x, const 
   const PoolGeometry run = running_geometry(g, options);
   const std::string context = pool_context(op, run, dtype, {&xo, &yo}, alpha, beta, options);
   const PoolingDescriptor pd(run);
-  const ExecScope scope(target, {&xo, &yo});
+  const ExecScope scope(target, {&xo, &yo}, op);
   const Staged xs = stage_read(scope, dtype, xo, context);
   const Staged ys = stage_write(scope, dtype, yo);
   const TensorDescriptor xd("x", dtype, xs.operand.shape, xs.operand.strides);
@@ -139,7 +139,7 @@ void poolx_exec(const PoolGeometry& g, DType dtype, const DeviceTensor& x, const
   const std::string context = pool_context(op, run, dtype, {&xo, &yo, &dyo, &dxo}, alpha, beta, options);
   const PoolingDescriptor pd(run);
   const bool max_mode = run.cudnn_mode == 0 || run.cudnn_mode == 3;
-  const ExecScope scope(target, {&xo, &yo, &dyo, &dxo});
+  const ExecScope scope(target, {&xo, &yo, &dyo, &dxo}, op);
   // cudnnPoolingBackward wants x and dx in one layout, and y and dy in one layout (BAD_PARAM
   // otherwise), each with innermost stride 1: where the caller's differ, both go packed.
   const bool x_pair_direct = same_layout(xo, dxo) && !needs_packing(xo);
@@ -189,7 +189,7 @@ void unpool_exec(const PoolGeometry& g, DType dtype, const DeviceTensor& x, cons
   const PoolGeometry run = running_geometry(g, options);  // an average mode: unchanged
   const std::string context = pool_context(op, run, dtype, {&xo, &yo}, alpha, beta, options);
   const PoolingDescriptor pd(run);
-  const ExecScope scope(target, {&xo, &yo});
+  const ExecScope scope(target, {&xo, &yo}, op);
   const Staged xs = stage_read(scope, dtype, xo, context);
   const Staged ys = stage_write(scope, dtype, yo);
   const TensorDescriptor small("x", dtype, xs.operand.shape, xs.operand.strides);
@@ -223,7 +223,7 @@ void unpoolx_exec(const PoolGeometry& g, DType dtype, const DeviceTensor& dy, co
   const PoolGeometry run = running_geometry(g, options);
   const std::string context = pool_context(op, run, dtype, {&dyo, &dxo}, alpha, beta, options);
   const PoolingDescriptor pd(run);
-  const ExecScope scope(target, {&dyo, &dxo});
+  const ExecScope scope(target, {&dyo, &dxo}, op);
   const Staged dys = stage_read(scope, dtype, dyo, context);
   const Staged dxs = stage_write(scope, dtype, dxo);
   const TensorDescriptor large("dy", dtype, dys.operand.shape, dys.operand.strides);

@@ -484,6 +484,9 @@ TEST(GpuCache, BoundHoldsAndClearFreesWorkspaces) {
   EXPECT_EQ(algo_cache().stats().size, 2u);
   EXPECT_GE(algo_cache().stats().evictions, 2u);
   algo_cache().set_capacity(old_capacity);
+  // release_workspaces never synchronizes a device: the caller does, so that every asynchronous
+  // free has been seen complete and the pool can give everything back.
+  CUDA_OK(cudaDeviceSynchronize());
   release_workspaces();
   EXPECT_EQ(workspace_stats().bytes, 0u);
 }

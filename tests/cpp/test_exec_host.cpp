@@ -16,6 +16,7 @@
 #include "errors.hpp"
 #include "pool_exec.hpp"
 #include "runtime_info.hpp"
+#include "workspace.hpp"
 
 using namespace knetcnn;
 
@@ -153,6 +154,41 @@ TEST(AlgoSelection, FallbackStatusesByName) {
   EXPECT_TRUE(is_fallback_status(cudnn_status_name(CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER), true));
   EXPECT_TRUE(is_fallback_status("CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER", false));
   EXPECT_FALSE(is_fallback_status(cudnn_status_name(CUDNN_STATUS_BAD_PARAM_NULL_POINTER), false));
+}
+
+// Review #2: an invalidated capture, or a capture state the runtime cannot tell, stops the call
+// before anything touches the stream, with the runtime's own error code.
+TEST(CaptureRefusal, InvalidatedAndUnknownCaptureStatesStopTheCall) {
+  EXPECT_NO_THROW(check_capture_usable(CaptureState::None, cudaSuccess, nullptr, 0, "conv4"));
+  EXPECT_NO_THROW(check_capture_usable(CaptureState::Active, cudaSuccess, nullptr, 0, "conv4"));
+  try {
+    check_capture_usable(CaptureState::Invalidated, cudaSuccess, reinterpret_cast<cudaStream_t>(0x1234), 0, "pool");
+    FAIL() << "an invalidated capture was accepted";
+  } catch (const CudaError& e) {
+    EXPECT_EQ(e.code(), static_cast<int>(cudaErrorStreamCaptureInvalidated));
+    EXPECT_EQ(e.code_name(), "cudaErrorStreamCaptureInvalidated");
+    const std::string m = e.what();
+    EXPECT_EQ(m.rfind("pool: stream=0x1234", 0), 0u) << m;
+    EXPECT_NE(m.find("cudaStreamEndCapture"), std::string::npos) << m;
+  }
+  try {
+    check_capture_usable(CaptureState::Unknown, cudaErrorStreamCaptureImplicit, nullptr, 1, "conv4x");
+    FAIL() << "the legacy stream was accepted while a blocking stream captures";
+  } catch (const CudaError& e) {
+    EXPECT_EQ(e.code(), static_cast<int>(cudaErrorStreamCaptureImplicit));
+    EXPECT_EQ(e.code_name(), "cudaErrorStreamCaptureImplicit");
+    const std::string m = e.what();
+    EXPECT_NE(m.find("conv4x: stream=0 (the legacy default stream) on device 1"), std::string::npos) << m;
+    EXPECT_NE(m.find("blocking stream"), std::string::npos) << m;
+    EXPECT_NE(m.find("cudaStreamNonBlocking"), std::string::npos) << m;  // how to fix it
+  }
+  try {
+    check_capture_usable(CaptureState::Unknown, cudaErrorInvalidResourceHandle, cudaStreamPerThread, 0, "unpool");
+    FAIL() << "a stream that cannot be queried was accepted";
+  } catch (const CudaError& e) {
+    EXPECT_EQ(e.code(), static_cast<int>(cudaErrorInvalidResourceHandle));
+    EXPECT_NE(std::string(e.what()).find("cudaStreamPerThread"), std::string::npos) << e.what();
+  }
 }
 
 TEST(CaptureRefusal, OnlyBenchmarkSearchIsRefusedWhileCapturing) {
@@ -565,4 +601,32 @@ TEST(Streams, SpecialHandlesNameTheCurrentDevicesStream) {
   // Without a driver the check has nothing to ask and must not throw for the special handles.
   EXPECT_NO_THROW(check_stream_device(nullptr, 0));
   EXPECT_NO_THROW(check_stream_device(cudaStreamPerThread, 3));
+}
+
+// Review #5: the pool's release threshold follows the workspace limit, but never past a quarter
+// of the device, whatever limit a call names.
+TEST(PoolRetention, CappedAtAQuarterOfTheDeviceWithA64MiBFloor) {
+  constexpr std::size_t GiB = std::size_t{1} << 30;
+  EXPECT_EQ(pool_retention_for(0, 80 * GiB), kMinPoolRetention);
+  EXPECT_EQ(pool_retention_for(std::size_t{16} << 20, 80 * GiB), kMinPoolRetention);
+  EXPECT_EQ(pool_retention_for(GiB, 80 * GiB), 2 * GiB);
+  EXPECT_EQ(pool_retention_for(4 * 80 * GiB, 80 * GiB), 20 * GiB);  // a limit of 4x the device
+  EXPECT_EQ(pool_retention_for(SIZE_MAX, 80 * GiB), 20 * GiB);      // no overflow
+  EXPECT_EQ(pool_retention_for(GiB, 0), kMinPoolRetention);         // unknown size: the floor
+}
+
+// Review #11: releasing idle buffers is exception-safe: a buffer whose device cannot be made
+// current (here: no driver) is kept for the next release, and the others are still tried.
+TEST(DeviceMemoryRelease, AFailingBufferNeitherThrowsNorLosesTheOthers) {
+  if (device_unavailable_reason(0).empty()) GTEST_SKIP() << "a GPU is usable here: fake buffers cannot be adopted";
+  test_hooks::adopt_idle_buffer(0, reinterpret_cast<void*>(std::uintptr_t{1} << 40), 4096);
+  test_hooks::adopt_idle_buffer(3, reinterpret_cast<void*>(std::uintptr_t{2} << 40), 8192);
+  EXPECT_EQ(stream_pool_stats().idle_buffers, 2u);
+  EXPECT_NO_THROW(release_workspaces());  // no device to ask about captures, none to free on
+  const PoolStats after = stream_pool_stats();
+  EXPECT_EQ(after.idle_buffers, 2u);  // both kept: neither leaked by an exception halfway
+  EXPECT_EQ(after.idle_bytes, 4096u + 8192u);
+  EXPECT_EQ(workspace_stats().bytes, 4096u + 8192u);
+  test_hooks::forget_idle_buffers();
+  EXPECT_EQ(workspace_stats().buffers, 0u);
 }
