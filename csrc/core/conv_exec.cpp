@@ -36,7 +36,8 @@ ConvProblem conv_problem(ConvDirection direction, const ConvGeometry& g, DType d
   problem.dilation = lift_axes(g.dilation, 1);
   problem.group = g.group;
   problem.mode = g.mode;
-  problem.allow_tf32 = options.allow_tf32;
+  // TF32 only concerns fp32 data: other types' keys do not depend on it (no duplicate entries).
+  problem.allow_tf32 = dtype == DType::Float32 && options.allow_tf32;
   problem.policy = options.algo;
   problem.workspace_limit = workspace_limit;
   return problem;

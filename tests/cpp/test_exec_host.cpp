@@ -240,11 +240,19 @@ TEST(ConvPlans, EveryOpDtypePolicyBuildsConsistentDescriptors) {
             // cuDNN's backward functions need dy == the forward output of (x, w): the plan's y.
             EXPECT_EQ(p.cudnn_forward_dims, lift_shape(p.y_shape)) << c.name << " " << op;
             EXPECT_EQ(p.y_through_temporary, p.y_shape != g.output) << c.name;
-            EXPECT_TRUE(keys.insert(p.key).second) << "key collision: " << p.key;
+            if (tf32 && dtype != DType::Float32) {
+              // TF32 only concerns fp32: other types share one key (review: duplicate entries).
+              options.allow_tf32 = false;
+              EXPECT_EQ(p.key, plan_conv(op, g, dtype, options, 0, 1 << 20).key);
+              EXPECT_NE(p.key.find("|tf32=0|"), std::string::npos) << p.key;
+            } else {
+              EXPECT_TRUE(keys.insert(p.key).second) << "key collision: " << p.key;
+            }
             ++plans;
           }
   }
   EXPECT_EQ(plans, 7 * 3 * 4 * 3 * 2);
+  EXPECT_EQ(keys.size(), 7u * 3 * (4 + 1) * 3);  // fp32 keys differ by tf32, the others do not
 }
 
 TEST(ConvPlans, OpsMapToTheirCudnnDirections) {
