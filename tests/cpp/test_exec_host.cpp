@@ -156,6 +156,25 @@ TEST(AlgoSelection, FallbackStatusesByName) {
   EXPECT_FALSE(is_fallback_status(cudnn_status_name(CUDNN_STATUS_BAD_PARAM_NULL_POINTER), false));
 }
 
+// Review #3: only failures that will recur may erase a cache entry.
+TEST(AlgoSelection, OnlyNotSupportedAndBadParamAreStale) {
+  for (const char* name : {"CUDNN_STATUS_NOT_SUPPORTED", "CUDNN_STATUS_NOT_SUPPORTED_SHAPE",
+                           "CUDNN_STATUS_BAD_PARAM", "CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER"})
+    EXPECT_TRUE(is_stale_status(name)) << name;
+  for (const char* name : {"CUDNN_STATUS_EXECUTION_FAILED", "CUDNN_STATUS_EXECUTION_FAILED_CUDART",
+                           "CUDNN_STATUS_ALLOC_FAILED", "CUDNN_STATUS_INTERNAL_ERROR",
+                           "CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED"})
+    EXPECT_FALSE(is_stale_status(name)) << name;
+  // The real library's names.
+  EXPECT_TRUE(is_stale_status(cudnn_status_name(CUDNN_STATUS_NOT_SUPPORTED_SHAPE)));
+  EXPECT_TRUE(is_stale_status(cudnn_status_name(CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER)));
+  EXPECT_FALSE(is_stale_status(cudnn_status_name(CUDNN_STATUS_EXECUTION_FAILED)));
+  EXPECT_FALSE(is_stale_status(cudnn_status_name(CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED)));
+  // Every stale status is also one that moves on to the next candidate, except plain BAD_PARAM
+  // (raised at once: an argument knetcnn got wrong, not an algorithm that cannot run).
+  EXPECT_TRUE(is_fallback_status(cudnn_status_name(CUDNN_STATUS_NOT_SUPPORTED_SHAPE), true));
+}
+
 // Review #2: an invalidated capture, or a capture state the runtime cannot tell, stops the call
 // before anything touches the stream, with the runtime's own error code.
 TEST(CaptureRefusal, InvalidatedAndUnknownCaptureStatesStopTheCall) {
