@@ -370,11 +370,15 @@ void register_exec(py::module_& m) {
       "algo_cache_clear",
       []() {
         py::gil_scoped_release release;
+        release_workspaces();  // first: it refuses during a capture it can see, changing nothing
         algo_cache().clear();
-        release_workspaces();
       },
-      "Forgets every algorithm choice, resets the counters and releases the workspace memory (synchronizing "
-      "the devices that held some). CUDA graphs own the workspaces they captured: they stay valid.");
+      "Forgets every algorithm choice, resets the counters and releases the workspace memory knetcnn holds "
+      "and no longer uses, without synchronizing a device (memory whose asynchronous free has not completed "
+      "yet is released at a later clear or synchronization). Must not run during a CUDA graph capture: it "
+      "raises CudaError, changing nothing, where it can see one (this thread's default streams, or a blocking "
+      "stream, of a device knetcnn holds memory on). CUDA graphs own the workspaces they captured: they stay "
+      "valid.");
   m.def("algo_cache_set_capacity", [](std::size_t capacity) { algo_cache().set_capacity(capacity); },
         py::arg("capacity"), py::call_guard<py::gil_scoped_release>(),
         "Bounds the cache to `capacity` entries (least recently used evicted first).");

@@ -211,6 +211,25 @@ std::optional<std::vector<AlgoCandidate>> AlgoCache::peek(const std::string& key
 
 void AlgoCache::insert(const std::string& key, std::vector<AlgoCandidate> candidates) {
   std::lock_guard<std::mutex> lock(mutex_);
+  provisional_.erase(key);
+  insert_locked(key, std::move(candidates));
+}
+
+void AlgoCache::insert_provisional(const std::string& key, std::vector<AlgoCandidate> candidates,
+                                   std::size_t retry_free_bytes) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  insert_locked(key, std::move(candidates));
+  if (index_.count(key)) provisional_[key] = retry_free_bytes;  // (capacity 0 keeps nothing)
+}
+
+std::optional<std::size_t> AlgoCache::provisional(const std::string& key) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = provisional_.find(key);
+  if (it == provisional_.end()) return std::nullopt;
+  return it->second;
+}
+
+void AlgoCache::insert_locked(const std::string& key, std::vector<AlgoCandidate> candidates) {
   auto it = index_.find(key);
   if (it != index_.end()) {
     it->second->second = std::move(candidates);
@@ -228,11 +247,13 @@ void AlgoCache::erase(const std::string& key) {
   if (it == index_.end()) return;
   lru_.erase(it->second);
   index_.erase(it);
+  provisional_.erase(key);
 }
 
 void AlgoCache::evict_locked() {
   while (lru_.size() > capacity_) {
     index_.erase(lru_.back().first);
+    provisional_.erase(lru_.back().first);
     lru_.pop_back();
     ++evictions_;
   }
@@ -242,6 +263,7 @@ void AlgoCache::clear() {
   std::lock_guard<std::mutex> lock(mutex_);
   lru_.clear();
   index_.clear();
+  provisional_.clear();
   hits_ = misses_ = evictions_ = 0;
 }
 
@@ -268,12 +290,13 @@ std::vector<std::string> AlgoCache::keys() const {
 //   cudnn <cudnnGetVersion()>
 //   device <ordinal> <name>|sm_<major><minor>        (one per ordinal the entries use)
 //   entry <key> <algo>:<math type>:<workspace bytes>[,<algo>:<math type>:<workspace bytes>...]
-// Entries are written from most to least recently used.
+// Entries are written from most to least recently used; provisional ones are left out.
 std::size_t AlgoCache::save(const std::string& path, std::size_t cudnn_version, const DeviceSignature& signature) const {
   std::vector<Entry> entries;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    entries.assign(lru_.begin(), lru_.end());
+    for (const Entry& e : lru_)
+      if (!provisional_.count(e.first)) entries.push_back(e);
   }
   std::map<int, std::string> devices;
   for (const Entry& e : entries) {

@@ -120,6 +120,16 @@ class AlgoCache {
   std::optional<std::vector<AlgoCandidate>> peek(const std::string& key) const;
   // Inserts or replaces; evicts the least recently used entries beyond the capacity.
   void insert(const std::string& key, std::vector<AlgoCandidate> candidates);
+  // Inserts or replaces a provisional entry: a choice made without the search its key asks for
+  // (algo='benchmark' that lacked the memory, or that a capture on the device forbade: cuDNN's
+  // heuristic ranking instead). It is used like any entry, so a short-memory call does not search
+  // again each time, and replaced by the real search at a call that finds `retry_free_bytes` of
+  // free device memory (and no capture in the way). insert() makes an entry ordinary again;
+  // save() leaves provisional entries out (they are not what their key promises).
+  void insert_provisional(const std::string& key, std::vector<AlgoCandidate> candidates,
+                          std::size_t retry_free_bytes);
+  // For a provisional entry, the free memory its real search needs; nullopt otherwise.
+  std::optional<std::size_t> provisional(const std::string& key) const;
   void erase(const std::string& key);
   // Drops every entry and resets the counters.
   void clear();
@@ -140,10 +150,12 @@ class AlgoCache {
  private:
   using Entry = std::pair<std::string, std::vector<AlgoCandidate>>;
   void evict_locked();
+  void insert_locked(const std::string& key, std::vector<AlgoCandidate> candidates);
 
   mutable std::mutex mutex_;
   std::list<Entry> lru_;  // front: most recently used
   std::unordered_map<std::string, std::list<Entry>::iterator> index_;
+  std::unordered_map<std::string, std::size_t> provisional_;  // keys of provisional entries
   std::size_t capacity_;
   std::uint64_t hits_ = 0, misses_ = 0, evictions_ = 0;
 };

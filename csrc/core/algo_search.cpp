@@ -1,6 +1,7 @@
 #include "algo_search.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <optional>
 
 #include "cudnn_check.hpp"
@@ -76,6 +77,10 @@ CandidateSelection select_candidates(ConvDirection direction, const std::vector<
   return s;
 }
 
+bool is_stale_status(const std::string& name) {
+  return starts_with(name, "CUDNN_STATUS_NOT_SUPPORTED") || starts_with(name, "CUDNN_STATUS_BAD_PARAM");
+}
+
 bool is_fallback_status(const std::string& name, bool output_accumulates) {
   if (starts_with(name, "CUDNN_STATUS_NOT_SUPPORTED")) return true;
   if (name == "CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER") return true;
@@ -96,35 +101,36 @@ SearchResult search_conv_algorithms(cudnnHandle_t handle, const SearchRequest& r
   SearchResult result;
   std::vector<PerfRecord> results;
   if (r.policy == AlgoPolicy::Benchmark) {
+    // Find runs and synchronizes: not while a capture elsewhere on the device could see it.
+    bool timed = !blocking_capture_on_current_device();
     const std::size_t wanted = benchmark_workspace(handle, r.direction, d, r.workspace_limit);
+    const std::size_t scratch_bytes = r.output_overwritten ? 0 : r.output_bytes;
     std::optional<Workspace> workspace;
-    try {
-      workspace.emplace(r.device, r.stream, wanted, r.capture);
-    } catch (const CudaError& e) {
-      if (!is_out_of_memory(e.code())) throw;
-      // Not enough memory for the largest workspace: time the algorithms that need none.
-    }
-    const std::size_t given = workspace ? workspace->size() : 0;
-    if (given < wanted) result.cacheable = false;
-    // Find writes every algorithm's garbage to the output: the caller's is fine when the call
-    // overwrites it afterwards (beta == 0); otherwise a scratch buffer.
-    ConvPointers search = p;
     std::optional<DeviceScratch> scratch;
-    bool timed = true;
-    if (!r.output_overwritten) {
+    ConvPointers search = p;
+    if (timed) {
       try {
-        scratch.emplace(r.output_bytes, r.device, r.stream, r.capture, "benchmark search's scratch output");
-        search.output = scratch->get();
+        workspace.emplace(r.device, r.stream, wanted, r.capture);
+        // Find writes every algorithm's garbage to the output: the caller's is fine when the call
+        // overwrites it afterwards (beta == 0); otherwise a scratch buffer.
+        if (!r.output_overwritten) {
+          scratch.emplace(r.output_bytes, r.device, r.stream, r.capture, "benchmark search's scratch output");
+          search.output = scratch->get();
+        }
       } catch (const CudaError& e) {
         if (!is_out_of_memory(e.code())) throw;
-        timed = false;  // no room to time anything: take cuDNN's ranking instead, uncached
+        timed = false;  // no room to time every algorithm that fits the limit
       }
     }
+    if (timed && workspace->size() < wanted) timed = false;  // never for a fresh allocation
     if (timed) {
-      results = conv_benchmark_results(handle, r.direction, d, search, workspace ? workspace->get() : nullptr, given,
-                                       context);
+      RelaxedCaptureMode relaxed;  // (eager: the stream is not capturing, search_refusal_reason)
+      results = conv_benchmark_results(handle, r.direction, d, search, workspace->get(), workspace->size(), context);
     } else {
+      workspace.reset();
+      scratch.reset();
       result.cacheable = false;
+      result.retry_free_bytes = wanted > SIZE_MAX - scratch_bytes ? SIZE_MAX : wanted + scratch_bytes;
       results = conv_heuristic_results(handle, r.direction, d, context);
     }
   } else {

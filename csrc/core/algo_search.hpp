@@ -2,12 +2,17 @@
 //
 //   heuristic      cudnnGet*Algorithm_v7 (no kernels run); cuDNN's order.
 //   benchmark      cudnnFind*AlgorithmEx with our workspace (never the non-Ex Find that allocates
-//                  its own); fastest first. It writes garbage to the output: when the call
-//                  overwrites its output anyway (beta == 0) that is the caller's output, else a
-//                  scratch buffer. Refused while the stream captures a CUDA graph. Where memory is
-//                  short (the largest workspace, or the scratch output, cannot be allocated) it
-//                  degrades (times only what fits / takes cuDNN's heuristic ranking) and its result
-//                  is not cached, so a later call with more memory benchmarks properly.
+//                  its own); fastest first, run in relaxed capture mode. It writes garbage to the
+//                  output: when the call overwrites its output anyway (beta == 0) that is the
+//                  caller's output, else a scratch buffer. Refused (CudaError) while the calling
+//                  stream captures a CUDA graph. Find runs kernels and synchronizes, which would
+//                  break a capture elsewhere on the device: where one is seen (a blocking stream
+//                  captures, blocking_capture_on_current_device), or where memory is short (the
+//                  largest workspace, or the scratch output, cannot be allocated), nothing is
+//                  timed: this call takes cuDNN's heuristic ranking, and the result is marked
+//                  provisional (AlgoCache::insert_provisional) so that a later call that finds the
+//                  memory free benchmarks properly, while calls in between reuse it instead of
+//                  trying again each time.
 //   deterministic  cudnnGet*Algorithm_v7 keeping only rows with determinism == CUDNN_DETERMINISTIC.
 // A row qualifies when its status is SUCCESS, its workspace fits the limit, it meets the policy's
 // determinism rule and its math type keeps the precision policy (fp32 without allow_tf32 takes
@@ -43,6 +48,11 @@ CandidateSelection select_candidates(ConvDirection direction, const std::vector<
 // allocation failures always (nothing ran); EXECUTION_FAILED* only when the output is being
 // overwritten (beta == 0), because a half-run kernel may have updated an accumulating output.
 bool is_fallback_status(const std::string& status_name, bool output_accumulates);
+// Whether a failure says the algorithm cannot run this problem at all, so that a cache entry
+// holding it is wrong and may be erased: NOT_SUPPORTED* and BAD_PARAM* (the key carries everything
+// they depend on, pointer alignment included). Anything else (EXECUTION_FAILED*, allocation
+// failures, internal errors) may not recur: transient, the entry stays.
+bool is_stale_status(const std::string& status_name);
 
 struct SearchRequest {
   ConvDirection direction = ConvDirection::Forward;
@@ -59,8 +69,10 @@ struct SearchRequest {
 
 struct SearchResult {
   std::vector<AlgoCandidate> candidates;
-  // False when the search had less memory than it wanted: do not cache what it found.
+  // False when the benchmark could not run (short memory, a capture on the device) and cuDNN's
+  // heuristic ranking stands in: cache it with insert_provisional(retry_free_bytes).
   bool cacheable = true;
+  std::size_t retry_free_bytes = 0;  // the free memory the real benchmark needs
 };
 
 // Runs the search for `request.policy`; throws CudnnError(CUDNN_STATUS_NOT_SUPPORTED) naming

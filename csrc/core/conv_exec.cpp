@@ -9,6 +9,7 @@
 #include "cudnn_check.hpp"
 #include "cudnn_names.hpp"
 #include "errors.hpp"
+#include "test_hooks.hpp"
 #include "workspace.hpp"
 
 namespace knetcnn {
@@ -36,7 +37,8 @@ ConvProblem conv_problem(ConvDirection direction, const ConvGeometry& g, DType d
   problem.dilation = lift_axes(g.dilation, 1);
   problem.group = g.group;
   problem.mode = g.mode;
-  problem.allow_tf32 = options.allow_tf32;
+  // TF32 only concerns fp32 data: other types' keys do not depend on it (no duplicate entries).
+  problem.allow_tf32 = dtype == DType::Float32 && options.allow_tf32;
   problem.policy = options.algo;
   problem.workspace_limit = workspace_limit;
   return problem;
@@ -47,17 +49,37 @@ ConvProblem conv_problem(ConvDirection direction, const ConvGeometry& g, DType d
 struct Tally {
   std::string tries;                 // "algo=... : why; ..." for the message
   int stale = 0;                     // failures that will recur: the entry is wrong for this problem
+  int transient = 0;                 // failures that may not recur (EXECUTION_FAILED*, cuDNN allocations)
   int out_of_memory = 0;             // the workspace could not be allocated now
   int capture_blocked = 0;           // the workspace cannot be allocated during graph capture
   cudnnStatus_t last_status = CUDNN_STATUS_NOT_SUPPORTED;
   std::string last_detail;           // cuDNN's explanation of the last failed execution
   std::string last_allocation;       // the last allocation failure's message
   void add(const std::string& algo, const std::string& why) { tries += (tries.empty() ? "" : "; ") + algo + ": " + why; }
+  void failed_with(cudnnStatus_t status) {
+    ++(is_stale_status(cudnn_status_name(status)) ? stale : transient);
+    last_status = status;
+  }
+  bool only_stale() const { return transient + out_of_memory + capture_blocked == 0; }
 };
+
+// Free device memory (cudaMemGetInfo), 0 if unknown. `device` is current.
+std::size_t free_device_memory() {
+  std::size_t free_bytes = 0, total_bytes = 0;
+  RelaxedCaptureMode relaxed;
+  const cudaError_t pending = cudaPeekAtLastError();
+  const cudaError_t status = cudaMemGetInfo(&free_bytes, &total_bytes);
+  clear_own_cuda_error(status, pending);
+  return status == cudaSuccess ? free_bytes : 0;
+}
 
 // Runs one cuDNN convolution direction on operands whose shapes are exactly what cuDNN expects
 // (`y.shape` is cuDNN's forward output shape). Chooses the algorithm (cache, else search per the
 // policy), then runs the candidates in order until one succeeds.
+//
+// The cache changes only outside graph capture, and only for failures that will recur
+// (is_stale_status): a failure during capture may be the capture's own doing, and a transient one
+// (an execution or allocation failure) says nothing about the entry.
 void run_convolution(const ExecScope& scope, ConvDirection direction, const ConvGeometry& g, DType dtype,
                      const Operand& x, const Operand& w, const Operand& y, double alpha, double beta,
                      const ExecOptions& options, const std::string& context) {
@@ -78,7 +100,8 @@ void run_convolution(const ExecScope& scope, ConvDirection direction, const Conv
 
   const int device = scope.device();
   cudaStream_t stream = scope.stream();
-  const CaptureState capture = scope.capture();
+  const CaptureState capture = scope.capture();  // None or Active (ExecScope refuses the rest)
+  const bool eager = capture == CaptureState::None;
   const std::size_t limit = resolve_workspace_limit(device, options.workspace_limit);
   ConvProblem problem = conv_problem(direction, g, dtype, xd, w.shape, yd, options, device, limit);
   problem.x_align = pointer_alignment(p.x);
@@ -89,8 +112,9 @@ void run_convolution(const ExecScope& scope, ConvDirection direction, const Conv
 
   // A search during capture is the heuristic or deterministic one (benchmark is refused): cuDNN's
   // ranking, no kernels run, nothing allocated, under the full limit. Its result is cached like
-  // any other; one that had less memory than it wanted is not.
-  auto search = [&]() {
+  // any other where no entry exists; a benchmark that could not time anything is cached as
+  // provisional. `may_cache` false: the result serves this call only.
+  auto search = [&](bool may_cache) {
     SearchRequest request;
     request.direction = direction;
     request.policy = options.algo;
@@ -103,7 +127,12 @@ void run_convolution(const ExecScope& scope, ConvDirection direction, const Conv
     request.output_bytes = layout_bytes(written.shape, written.strides, dtype);
     request.output_overwritten = scaling.beta_is_zero();
     SearchResult found = search_conv_algorithms(scope.handle(), request, d, p, context);
-    if (found.cacheable) algo_cache().insert(key, found.candidates);
+    if (may_cache) {
+      if (found.cacheable)
+        algo_cache().insert(key, found.candidates);
+      else
+        algo_cache().insert_provisional(key, found.candidates, found.retry_free_bytes);
+    }
     return found.candidates;
   };
 
@@ -112,7 +141,7 @@ void run_convolution(const ExecScope& scope, ConvDirection direction, const Conv
   // Runs the candidates in order; true once one succeeded. Statuses that mean "this algorithm
   // cannot run here" move on to the next; any other failure raises at once.
   auto run_candidates = [&](const std::vector<AlgoCandidate>& candidates) {
-    tally.stale = tally.out_of_memory = tally.capture_blocked = 0;
+    tally.stale = tally.transient = tally.out_of_memory = tally.capture_blocked = 0;
     for (std::size_t i = 0; i < candidates.size(); ++i) {
       const AlgoCandidate& c = candidates[i];
       const std::string algo_text = "algo=" + conv_algo_name(direction, c.algo) + " math=" +
@@ -133,8 +162,7 @@ void run_convolution(const ExecScope& scope, ConvDirection direction, const Conv
       cudnn_clear_last_error();
       const cudnnStatus_t size_status = conv_workspace_size(scope.handle(), direction, d, c.algo, &queried);
       if (size_status != CUDNN_STATUS_SUCCESS) {
-        ++tally.stale;
-        tally.last_status = size_status;
+        tally.failed_with(size_status);
         tally.last_detail = cudnn_last_error();
         tally.add(algo_text, "workspace query gave " + cudnn_status_name(size_status));
         continue;
@@ -170,13 +198,15 @@ void run_convolution(const ExecScope& scope, ConvDirection direction, const Conv
       }
       cudnn_clear_last_error();
       const cudaError_t pending = cudaPeekAtLastError();
-      const cudnnStatus_t status = conv_execute(scope.handle(), direction, d, p, c.algo,
-                                                needed ? workspace->get() : nullptr, needed, scaling.alpha(),
-                                                scaling.beta());
+      ++test_hooks::thread_record().conv_launches;
+      cudnnStatus_t status = CUDNN_STATUS_SUCCESS;
+      if (!test_hooks::take_injected_execution_failure(&status))
+        status = conv_execute(scope.handle(), direction, d, p, c.algo, needed ? workspace->get() : nullptr, needed,
+                              scaling.alpha(), scaling.beta());
       if (status == CUDNN_STATUS_SUCCESS) {
         // Forget candidates that failed for good before this one, so that they are not retried on
-        // every call; ones that only lacked memory now stay.
-        if (i > 0 && tally.out_of_memory + tally.capture_blocked == 0)
+        // every call; not during capture, and not where one only lacked memory or failed once.
+        if (i > 0 && eager && tally.only_stale())
           algo_cache().insert(key, std::vector<AlgoCandidate>(candidates.begin() + static_cast<long>(i),
                                                               candidates.end()));
         return true;
@@ -184,8 +214,7 @@ void run_convolution(const ExecScope& scope, ConvDirection direction, const Conv
       const std::string name = cudnn_status_name(status);
       if (!is_fallback_status(name, !scaling.beta_is_zero()))
         check_cudnn(status, function, context + " " + algo_text);  // throws, with cuDNN's explanation
-      ++tally.stale;
-      tally.last_status = status;
+      tally.failed_with(status);
       tally.last_detail = cudnn_last_error();
       // A launch failure behind the status must not leak into the next candidate, nor into the
       // caller's next check; an error the caller had pending before is theirs and stays.
@@ -196,33 +225,51 @@ void run_convolution(const ExecScope& scope, ConvDirection direction, const Conv
   };
 
   std::optional<std::vector<AlgoCandidate>> cached = algo_cache().find(key);
+  // A provisional benchmark entry (heuristic stand-in) is replaced once the benchmark can run.
+  if (cached && eager && options.algo == AlgoPolicy::Benchmark) {
+    const std::optional<std::size_t> wanted = algo_cache().provisional(key);
+    if (wanted && free_device_memory() >= *wanted && !blocking_capture_on_current_device()) cached.reset();
+  }
+  bool kept_during_capture = false;
   if (cached) {
     if (run_candidates(*cached)) return;
     // Every cached choice failed. Where one failed for good the entry is stale (loaded from a
-    // file, another cuDNN): forget it and search again, once, where a search may run. Where all
-    // only lacked memory (or could not allocate during capture), the entry is right: keep it.
+    // file, another cuDNN): outside capture, forget it and search again, once, where a search may
+    // run. During capture the entry is kept; a heuristic or deterministic ranking (no kernels)
+    // may still serve this call. Where all only lacked memory, failed transiently, or could not
+    // allocate during capture, the entry is right: keep it.
     if (tally.stale > 0) {
-      algo_cache().erase(key);
-      if (search_refusal_reason(options.algo, capture).empty() && run_candidates(search())) return;
+      if (eager) {
+        algo_cache().erase(key);
+        if (run_candidates(search(true))) return;
+      } else {
+        kept_during_capture = true;
+        if (search_refusal_reason(options.algo, capture).empty() && run_candidates(search(false))) return;
+      }
     }
-  } else if (run_candidates(search())) {
+  } else if (run_candidates(search(true))) {
     return;
   }
   // (The counts are the last list's: the cached one, or the fresh search's that replaced it.)
-  if (tally.stale == 0 && tally.capture_blocked > 0)
+  if (tally.stale == 0 && tally.transient == 0 && tally.capture_blocked > 0)
     throw CudaError(static_cast<int>(cudaErrorStreamCaptureUnsupported), "cudaErrorStreamCaptureUnsupported",
                     std::string(function) + ": no candidate algorithm can run during this graph capture [" + context +
                         "]: " + tally.tries + ". " + tally.last_allocation +
                         ". Capture on a device with memory pools, or under knetcnn.options(workspace_limit=0)");
-  if (tally.stale == 0 && tally.out_of_memory > 0)
+  if (tally.stale == 0 && tally.transient == 0 && tally.out_of_memory > 0)
     throw CudaError(static_cast<int>(cudaErrorMemoryAllocation), "cudaErrorMemoryAllocation",
                     std::string(function) + ": out of device memory for every candidate algorithm's workspace [" +
                         context + "]: " + tally.tries +
                         ". Lower knetcnn.options(workspace_limit=...) or free device memory");
-  if (tally.stale > 0) algo_cache().erase(key);
+  if (tally.stale > 0 && eager) algo_cache().erase(key);
   std::string message = std::string(function) + " failed with every candidate algorithm [" + context + "]: " +
                         (tally.tries.empty() ? "no candidate" : tally.tries);
   if (!tally.last_detail.empty()) message += ": " + tally.last_detail;
+  if (kept_during_capture)
+    message += ". The cached choice is kept: knetcnn does not change its algorithm cache during a CUDA graph "
+               "capture. Run this call once before capturing (warm up), so that a failing choice is replaced "
+               "outside capture" +
+               std::string(options.algo == AlgoPolicy::Benchmark ? " by a new benchmark" : "");
   throw CudnnError(static_cast<int>(tally.last_status), cudnn_status_name(tally.last_status), function, message);
 }
 
@@ -347,12 +394,12 @@ void conv4_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& w, const
   const std::string op = "conv4";
   check_kind("conv4", g, false);
   check_scaling(op, dtype, alpha, beta);
-  const Operand wo = make_filter_operand(op, "w", w, g.filter);
-  const Operand xo = make_operand(op, "x", x, g.input, false);
-  const Operand yo = make_operand(op, "y", y, g.output, true);
+  const Operand wo = make_filter_operand(op, "w", dtype, w, g.filter);
+  const Operand xo = make_operand(op, "x", dtype, x, g.input, false);
+  const Operand yo = make_operand(op, "y", dtype, y, g.output, true);
   check_disjoint(op, dtype, yo, {&wo, &xo});
   const std::string context = conv_context(op, g, dtype, {&wo, &xo, &yo}, alpha, beta, options);
-  const ExecScope scope(target, {&wo, &xo, &yo});
+  const ExecScope scope(target, {&wo, &xo, &yo}, op);
   forward(scope, g, dtype, xo, wo, yo, alpha, beta, options, context);
 }
 
@@ -362,12 +409,12 @@ void conv4x_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& w, cons
   const std::string op = "conv4x";
   check_kind("conv4x", g, false);
   check_scaling(op, dtype, alpha, beta);
-  const Operand wo = make_filter_operand(op, "w", w, g.filter);
-  const Operand dyo = make_operand(op, "dy", dy, g.output, false);
-  const Operand dxo = make_operand(op, "dx", dx, g.input, true);
+  const Operand wo = make_filter_operand(op, "w", dtype, w, g.filter);
+  const Operand dyo = make_operand(op, "dy", dtype, dy, g.output, false);
+  const Operand dxo = make_operand(op, "dx", dtype, dx, g.input, true);
   check_disjoint(op, dtype, dxo, {&wo, &dyo});
   const std::string context = conv_context(op, g, dtype, {&wo, &dyo, &dxo}, alpha, beta, options);
-  const ExecScope scope(target, {&wo, &dyo, &dxo});
+  const ExecScope scope(target, {&wo, &dyo, &dxo}, op);
   backward_data(scope, g, dtype, wo, dyo, dxo, alpha, beta, options, context);
 }
 
@@ -377,12 +424,12 @@ void conv4w_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& x, cons
   const std::string op = "conv4w";
   check_kind("conv4w", g, false);
   check_scaling(op, dtype, alpha, beta);
-  const Operand xo = make_operand(op, "x", x, g.input, false);
-  const Operand dyo = make_operand(op, "dy", dy, g.output, false);
-  const Operand dwo = make_filter_operand(op, "dw", dw, g.filter);
+  const Operand xo = make_operand(op, "x", dtype, x, g.input, false);
+  const Operand dyo = make_operand(op, "dy", dtype, dy, g.output, false);
+  const Operand dwo = make_filter_operand(op, "dw", dtype, dw, g.filter);
   check_disjoint(op, dtype, dwo, {&xo, &dyo});
   const std::string context = conv_context(op, g, dtype, {&xo, &dyo, &dwo}, alpha, beta, options);
-  const ExecScope scope(target, {&xo, &dyo, &dwo});
+  const ExecScope scope(target, {&xo, &dyo, &dwo}, op);
   backward_filter(scope, g, dtype, xo, dyo, dwo, alpha, beta, options, context);
 }
 
@@ -392,12 +439,12 @@ void deconv4_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& w, con
   const std::string op = "deconv4";
   check_kind("deconv4", g, true);
   check_scaling(op, dtype, alpha, beta);
-  const Operand wo = make_filter_operand(op, "w", w, g.filter);
-  const Operand xo = make_operand(op, "x", x, g.output, false);  // deconv4's input: cuDNN's dy
-  const Operand yo = make_operand(op, "y", y, g.input, true);    // deconv4's result: cuDNN's dx
+  const Operand wo = make_filter_operand(op, "w", dtype, w, g.filter);
+  const Operand xo = make_operand(op, "x", dtype, x, g.output, false);  // deconv4's input: cuDNN's dy
+  const Operand yo = make_operand(op, "y", dtype, y, g.input, true);    // deconv4's result: cuDNN's dx
   check_disjoint(op, dtype, yo, {&wo, &xo});
   const std::string context = conv_context(op, g, dtype, {&wo, &xo, &yo}, alpha, beta, options);
-  const ExecScope scope(target, {&wo, &xo, &yo});
+  const ExecScope scope(target, {&wo, &xo, &yo}, op);
   backward_data(scope, g, dtype, wo, xo, yo, alpha, beta, options, context);
 }
 
@@ -407,12 +454,12 @@ void deconv4w_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& x, co
   const std::string op = "deconv4w";
   check_kind("deconv4w", g, true);
   check_scaling(op, dtype, alpha, beta);
-  const Operand xo = make_operand(op, "x", x, g.output, false);    // deconv4's input: cuDNN's dy
-  const Operand dyo = make_operand(op, "dy", dy, g.input, false);  // grad of deconv4's result: cuDNN's x
-  const Operand dwo = make_filter_operand(op, "dw", dw, g.filter);
+  const Operand xo = make_operand(op, "x", dtype, x, g.output, false);    // deconv4's input: cuDNN's dy
+  const Operand dyo = make_operand(op, "dy", dtype, dy, g.input, false);  // grad of deconv4's result: cuDNN's x
+  const Operand dwo = make_filter_operand(op, "dw", dtype, dw, g.filter);
   check_disjoint(op, dtype, dwo, {&xo, &dyo});
   const std::string context = conv_context(op, g, dtype, {&xo, &dyo, &dwo}, alpha, beta, options);
-  const ExecScope scope(target, {&xo, &dyo, &dwo});
+  const ExecScope scope(target, {&xo, &dyo, &dwo}, op);
   backward_filter(scope, g, dtype, dyo, xo, dwo, alpha, beta, options, context);
 }
 
@@ -422,12 +469,12 @@ void deconv4x_exec(const ConvGeometry& g, DType dtype, const DeviceTensor& w, co
   const std::string op = "deconv4x";
   check_kind("deconv4x", g, true);
   check_scaling(op, dtype, alpha, beta);
-  const Operand wo = make_filter_operand(op, "w", w, g.filter);
-  const Operand dyo = make_operand(op, "dy", dy, g.input, false);  // cuDNN's x
-  const Operand dxo = make_operand(op, "dx", dx, g.output, true);  // cuDNN's y
+  const Operand wo = make_filter_operand(op, "w", dtype, w, g.filter);
+  const Operand dyo = make_operand(op, "dy", dtype, dy, g.input, false);  // cuDNN's x
+  const Operand dxo = make_operand(op, "dx", dtype, dx, g.output, true);  // cuDNN's y
   check_disjoint(op, dtype, dxo, {&wo, &dyo});
   const std::string context = conv_context(op, g, dtype, {&wo, &dyo, &dxo}, alpha, beta, options);
-  const ExecScope scope(target, {&wo, &dyo, &dxo});
+  const ExecScope scope(target, {&wo, &dyo, &dxo}, op);
   forward(scope, g, dtype, dyo, wo, dxo, alpha, beta, options, context);
 }
 

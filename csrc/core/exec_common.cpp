@@ -79,13 +79,22 @@ std::size_t layout_bytes(const Shape& shape, const Shape& strides, DType dtype) 
   return static_cast<std::size_t>(bytes);
 }
 
-Operand make_operand(const std::string& op, const char* role, const DeviceTensor& t, const Shape& shape,
+Operand make_operand(const std::string& op, const char* role, DType dtype, const DeviceTensor& t, const Shape& shape,
                      bool written) {
   Operand o;
   o.role = role;
   o.data = reinterpret_cast<void*>(t.data);
   o.shape = shape;
   check_not_null((op + ": " + role).c_str(), o.data);
+  const std::size_t size = dtype_size(dtype);
+  if (t.data % size != 0) {
+    std::ostringstream address;
+    address << "0x" << std::hex << t.data;
+    throw value_error(op + ": " + role + " = " + address.str() + " is not a multiple of " + std::to_string(size) +
+                      " bytes, the size of a " + dtype_name(dtype) +
+                      " element: cuDNN reads elements at aligned addresses (a misaligned one faults the GPU and "
+                      "ends the CUDA context); pass an array whose data pointer is element-aligned");
+  }
   if (t.strides.empty()) {
     o.strides = packed_strides(shape);
   } else {
@@ -112,8 +121,9 @@ Operand make_operand(const std::string& op, const char* role, const DeviceTensor
   return o;
 }
 
-Operand make_filter_operand(const std::string& op, const char* role, const DeviceTensor& t, const Shape& shape) {
-  Operand o = make_operand(op, role, t, shape, false);
+Operand make_filter_operand(const std::string& op, const char* role, DType dtype, const DeviceTensor& t,
+                            const Shape& shape) {
+  Operand o = make_operand(op, role, dtype, t, shape, false);
   // Size-1 axes may carry any stride (nothing is addressed through them).
   if (normalized_strides(shape, o.strides) != packed_strides(shape))
     throw value_error(op + ": " + role + " has strides " + shape_to_string(o.strides) +
@@ -167,15 +177,24 @@ std::string pool_context(const std::string& op, const PoolGeometry& g, DType dty
          " alpha=" + number(alpha) + " beta=" + number(beta) + " " + exec_options_to_string(options);
 }
 
-ExecScope::ExecScope(const ExecTarget& target, const std::vector<const Operand*>& operands) : target_(target) {
+ExecScope::ExecScope(const ExecTarget& target, const std::vector<const Operand*>& operands, const std::string& op)
+    : target_(target) {
   if (target.device < 0)
     throw value_error("device=" + std::to_string(target.device) + ": the device ordinal must be >= 0");
-  require_device(target.device);
-  cudnn_clear_last_error();
-  guard_ = std::make_unique<DeviceGuard>(target.device);
-  check_stream_device(target.stream, target.device);
-  for (const Operand* o : operands) check_device_pointer(o->role, o->data, target.device);
-  capture_ = stream_capture_state(target.stream);
+  cudaError_t query = cudaSuccess;
+  {
+    // Queries only (nothing is enqueued or synchronized), which another thread's global-mode
+    // capture must not refuse whether or not our stream turns out to capture.
+    RelaxedCaptureMode probing;
+    require_device(target.device);
+    cudnn_clear_last_error();
+    guard_ = std::make_unique<DeviceGuard>(target.device);
+    check_stream_device(target.stream, target.device);
+    for (const Operand* o : operands) check_device_pointer(o->role, o->data, target.device);
+    capture_ = stream_capture_state(target.stream, &query);
+  }
+  check_capture_usable(capture_, query, target.stream, target.device, op);  // None or Active from here
+  if (capture_ == CaptureState::None) relaxed_.emplace();
   handle_ = cudnn_handle(target.device, target.stream, capture_);
 }
 

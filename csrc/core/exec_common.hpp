@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -66,12 +67,15 @@ std::size_t layout_bytes(const Shape& shape, const Shape& strides, DType dtype);
 // overflows int64 (or a size is < 1 or a stride < 0).
 int64_t last_offset(const Shape& shape, const Shape& strides);
 
-// Checks one argument: non-null, strides of the right length and >= 0, and (for a written
-// tensor) no two elements sharing an address. ValueErrors name `op` and the argument.
-Operand make_operand(const std::string& op, const char* role, const DeviceTensor& t, const Shape& shape,
+// Checks one argument: non-null, aligned to its element size (a misaligned element access is a
+// GPU fault that destroys the CUDA context: semantics.md section 6, no input may crash), strides
+// of the right length and >= 0, and (for a written tensor) no two elements sharing an address.
+// ValueErrors name `op` and the argument.
+Operand make_operand(const std::string& op, const char* role, DType dtype, const DeviceTensor& t, const Shape& shape,
                      bool written);
 // Filters have no strides in cuDNN: w and dw must be C-contiguous.
-Operand make_filter_operand(const std::string& op, const char* role, const DeviceTensor& t, const Shape& shape);
+Operand make_filter_operand(const std::string& op, const char* role, DType dtype, const DeviceTensor& t,
+                            const Shape& shape);
 // The written tensor must not share memory with any read one (cuDNN computes out of place).
 void check_disjoint(const std::string& op, DType dtype, const Operand& written, const std::vector<const Operand*>& read);
 // alpha and beta must be finite, and (for half, bfloat16 and float data, where cuDNN reads them as
@@ -88,12 +92,17 @@ std::string pool_context(const std::string& op, const PoolGeometry& g, DType dty
 
 // The device side of a call, in order: the GPU must be usable (DeviceUnavailable says why and
 // how to fix it), `device` becomes current for the scope, the stream must belong to it, every
-// pointer must be device memory on it, the stream's graph-capture state is read once, and the
-// thread's cuDNN handle for the device is bound to the stream. cuDNN's last-error text is cleared
-// first, so that no message of this call carries an earlier call's explanation.
+// pointer must be device memory on it, the stream's graph-capture state is read once (an
+// invalidated capture, or a state the runtime cannot tell, is refused with CudaError before
+// anything touches the stream: check_capture_usable), and the thread's cuDNN handle for the
+// device is bound to the stream. A call on a stream that is not capturing runs in relaxed capture
+// mode throughout: nothing it enqueues can belong to another thread's capture, so the runtime calls
+// it and cuDNN make (allocations, frees, module loads) must not be refused by, nor invalidate, a
+// global-mode capture elsewhere. cuDNN's last-error text is cleared first, so that no message of
+// this call carries an earlier call's explanation.
 class ExecScope {
  public:
-  ExecScope(const ExecTarget& target, const std::vector<const Operand*>& operands);
+  ExecScope(const ExecTarget& target, const std::vector<const Operand*>& operands, const std::string& op);
   cudnnHandle_t handle() const { return handle_; }
   int device() const { return target_.device; }
   cudaStream_t stream() const { return target_.stream; }
@@ -102,6 +111,7 @@ class ExecScope {
  private:
   ExecTarget target_;
   std::unique_ptr<DeviceGuard> guard_;
+  std::optional<RelaxedCaptureMode> relaxed_;  // eager calls only
   CaptureState capture_ = CaptureState::None;
   cudnnHandle_t handle_ = nullptr;
 };

@@ -74,4 +74,23 @@ cudnnHandle_t cudnn_handle(int device, cudaStream_t stream, CaptureState capture
 
 int cudnn_handles_created() { return g_created.load(); }
 
+namespace test_hooks {
+
+std::vector<cudnnHandle_t> take_pooled_handles(int device) {
+  Pool& p = pool();
+  std::lock_guard<std::mutex> lock(p.mutex);
+  std::vector<cudnnHandle_t> out;
+  out.swap(p.free[device]);
+  return out;
+}
+
+void restore_pooled_handles(int device, const std::vector<cudnnHandle_t>& handles) {
+  Pool& p = pool();
+  std::lock_guard<std::mutex> lock(p.mutex);
+  auto& free = p.free[device];
+  free.insert(free.end(), handles.begin(), handles.end());
+}
+
+}  // namespace test_hooks
+
 }  // namespace knetcnn

@@ -9,6 +9,8 @@
 // same reason). The memory is reclaimed by the driver at exit.
 #pragma once
 
+#include <vector>
+
 #include <cuda_runtime_api.h>
 #include <cudnn.h>
 
@@ -27,5 +29,12 @@ cudnnHandle_t cudnn_handle(int device, cudaStream_t stream, CaptureState capture
 
 // Handles created so far (in use or pooled), for tests and diagnostics.
 int cudnn_handles_created();
+
+namespace test_hooks {
+// Moves `device`'s pooled (free) handles out, so that a thread with no handle yet must create one
+// (the capture refusal above); restore_pooled_handles gives them back.
+std::vector<cudnnHandle_t> take_pooled_handles(int device);
+void restore_pooled_handles(int device, const std::vector<cudnnHandle_t>& handles);
+}  // namespace test_hooks
 
 }  // namespace knetcnn

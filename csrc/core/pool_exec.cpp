@@ -7,11 +7,21 @@
 
 #include "cudnn_check.hpp"
 #include "errors.hpp"
+#include "test_hooks.hpp"
 
 namespace knetcnn {
 namespace {
 
 bool needs_packing(const Operand& o) { return o.shape.back() > 1 && o.strides.back() != 1; }
+
+// Packed up to the strides of size-1 axes (which address nothing; descriptors normalize them).
+bool dense(const Operand& o) { return normalized_strides(o.shape, o.strides) == packed_strides(o.shape); }
+
+// The pooling descriptor a call hands cuDNN, as cuDNN reads it back (for the tests).
+const PoolingDescriptor& noted(const PoolingDescriptor& pd) {
+  test_hooks::thread_record().last_pooling_mode = static_cast<int>(pd.read().mode);
+  return pd;
+}
 
 // The layouts cuDNN compares: size-1 axes' strides do not count (descriptors normalize them).
 bool same_layout(const Operand& a, const Operand& b) {
@@ -37,10 +47,10 @@ Staged stage_read(const ExecScope& scope, DType dtype, const Operand& o, const s
   return Staged{packed, std::move(scratch)};
 }
 
-// A written tensor: a packed temporary when its innermost stride is not 1, or when `force`
-// (finish_write copies it out).
+// A written tensor: a packed temporary when its innermost stride is not 1, or when `force` and it
+// is not dense (finish_write copies it out, honouring beta).
 Staged stage_write(const ExecScope& scope, DType dtype, const Operand& o, bool force = false) {
-  if (!needs_packing(o) && (!force || o.packed())) return Staged{o, nullptr};
+  if (!needs_packing(o) && (!force || dense(o))) return Staged{o, nullptr};
   const Shape strides = packed_strides(o.shape);
   auto scratch = std::make_unique<DeviceScratch>(layout_bytes(o.shape, strides, dtype), scope.device(),
                                                  scope.stream(), scope.capture(), "packed result for pooling");
@@ -105,13 +115,14 @@ void pool_exec(const PoolGeometry& g, DType dtype, const DeviceTensor& x, const 
   const std::string op = "pool";
   check_kind("pool", g, false);
   check_scaling(op, dtype, alpha, beta);
-  const Operand xo = make_operand(op, "x", x, g.input, false);
-  const Operand yo = make_operand(op, "y", y, g.output, true);
+  const Operand xo = make_operand(op, "x", dtype, x, g.input, false);
+  const Operand yo = make_operand(op, "y", dtype, y, g.output, true);
   check_disjoint(op, dtype, yo, {&xo});
   const PoolGeometry run = running_geometry(g, options);
   const std::string context = pool_context(op, run, dtype, {&xo, &yo}, alpha, beta, options);
   const PoolingDescriptor pd(run);
-  const ExecScope scope(target, {&xo, &yo});
+  noted(pd);
+  const ExecScope scope(target, {&xo, &yo}, op);
   const Staged xs = stage_read(scope, dtype, xo, context);
   const Staged ys = stage_write(scope, dtype, yo);
   const TensorDescriptor xd("x", dtype, xs.operand.shape, xs.operand.strides);
@@ -130,16 +141,17 @@ void poolx_exec(const PoolGeometry& g, DType dtype, const DeviceTensor& x, const
   const std::string op = "poolx";
   check_kind("poolx", g, false);
   check_scaling(op, dtype, alpha, beta);
-  const Operand xo = make_operand(op, "x", x, g.input, false);
-  const Operand yo = make_operand(op, "y", y, g.output, false);
-  const Operand dyo = make_operand(op, "dy", dy, g.output, false);
-  const Operand dxo = make_operand(op, "dx", dx, g.input, true);
+  const Operand xo = make_operand(op, "x", dtype, x, g.input, false);
+  const Operand yo = make_operand(op, "y", dtype, y, g.output, false);
+  const Operand dyo = make_operand(op, "dy", dtype, dy, g.output, false);
+  const Operand dxo = make_operand(op, "dx", dtype, dx, g.input, true);
   check_disjoint(op, dtype, dxo, {&xo, &yo, &dyo});
   const PoolGeometry run = running_geometry(g, options);
   const std::string context = pool_context(op, run, dtype, {&xo, &yo, &dyo, &dxo}, alpha, beta, options);
   const PoolingDescriptor pd(run);
+  noted(pd);
   const bool max_mode = run.cudnn_mode == 0 || run.cudnn_mode == 3;
-  const ExecScope scope(target, {&xo, &yo, &dyo, &dxo});
+  const ExecScope scope(target, {&xo, &yo, &dyo, &dxo}, op);
   // cudnnPoolingBackward wants x and dx in one layout, and y and dy in one layout (BAD_PARAM
   // otherwise), each with innermost stride 1: where the caller's differ, both go packed.
   const bool x_pair_direct = same_layout(xo, dxo) && !needs_packing(xo);
@@ -183,20 +195,24 @@ void unpool_exec(const PoolGeometry& g, DType dtype, const DeviceTensor& x, cons
   check_kind("unpool", g, true);
   check_scaling(op, dtype, alpha, beta);
   const double scale = checked_unpool_scale(op, g, dtype, alpha);
-  const Operand xo = make_operand(op, "x", x, g.output, false);  // unpool's input: cuDNN's dy (and y)
-  const Operand yo = make_operand(op, "y", y, g.input, true);    // unpool's result: cuDNN's dx (and x)
+  const Operand xo = make_operand(op, "x", dtype, x, g.output, false);  // unpool's input: cuDNN's dy (and y)
+  const Operand yo = make_operand(op, "y", dtype, y, g.input, true);    // unpool's result: cuDNN's dx (and x)
   check_disjoint(op, dtype, yo, {&xo});
   const PoolGeometry run = running_geometry(g, options);  // an average mode: unchanged
   const std::string context = pool_context(op, run, dtype, {&xo, &yo}, alpha, beta, options);
   const PoolingDescriptor pd(run);
-  const ExecScope scope(target, {&xo, &yo});
+  noted(pd);
+  const ExecScope scope(target, {&xo, &yo}, op);
   const Staged xs = stage_read(scope, dtype, xo, context);
-  const Staged ys = stage_write(scope, dtype, yo);
+  // A result that is not dense (a strided view, perhaps into a much larger buffer) is computed
+  // into a packed temporary and copied out with beta: the stand-in below then has the result's
+  // element count, never the span of the caller's view.
+  const Staged ys = stage_write(scope, dtype, yo, true);
   const TensorDescriptor small("x", dtype, xs.operand.shape, xs.operand.strides);
   const TensorDescriptor large("y", dtype, ys.operand.shape, ys.operand.strides);
   // cuDNN's forward input x: average modes do not read it, but nothing documents that, and the
   // result buffer may not be handed to cuDNN as a read-only input it also writes. A zeroed buffer
-  // in the result's layout (the x/dx layouts must match) stands in for it.
+  // in the result's (dense) layout (the x/dx layouts must match) stands in for it.
   const std::size_t x_bytes = layout_bytes(ys.operand.shape, ys.operand.strides, dtype);
   const DeviceScratch forward_input(x_bytes, scope.device(), scope.stream(), scope.capture(),
                                     "zeroed stand-in for cuDNN's pooling input x");
@@ -217,13 +233,14 @@ void unpoolx_exec(const PoolGeometry& g, DType dtype, const DeviceTensor& dy, co
   check_kind("unpoolx", g, true);
   check_scaling(op, dtype, alpha, beta);
   const double scale = checked_unpool_scale(op, g, dtype, alpha);
-  const Operand dyo = make_operand(op, "dy", dy, g.input, false);  // grad of unpool's result: cuDNN's x
-  const Operand dxo = make_operand(op, "dx", dx, g.output, true);  // grad of unpool's input: cuDNN's y
+  const Operand dyo = make_operand(op, "dy", dtype, dy, g.input, false);  // grad of unpool's result: cuDNN's x
+  const Operand dxo = make_operand(op, "dx", dtype, dx, g.output, true);  // grad of unpool's input: cuDNN's y
   check_disjoint(op, dtype, dxo, {&dyo});
   const PoolGeometry run = running_geometry(g, options);
   const std::string context = pool_context(op, run, dtype, {&dyo, &dxo}, alpha, beta, options);
   const PoolingDescriptor pd(run);
-  const ExecScope scope(target, {&dyo, &dxo});
+  noted(pd);
+  const ExecScope scope(target, {&dyo, &dxo}, op);
   const Staged dys = stage_read(scope, dtype, dyo, context);
   const Staged dxs = stage_write(scope, dtype, dxo);
   const TensorDescriptor large("dy", dtype, dys.operand.shape, dys.operand.strides);

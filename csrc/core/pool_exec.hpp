@@ -20,8 +20,11 @@
 //   prod(window)/alpha. (Exact in real arithmetic; rounding differs from scaling x first by at
 //   most a rounding of the folded factor.) cuDNN's average backward should read neither y nor x,
 //   but cuDNN does not document it: unpool passes its input as y (same shape and layout as dy)
-//   and, as x, a zeroed temporary in the result's layout (never the result buffer itself, which
-//   cuDNN writes as dx while x is declared read-only; Knet passed the result).
+//   and, as x, a zeroed temporary of the result's shape (never the result buffer itself, which
+//   cuDNN writes as dx while x is declared read-only; Knet passed the result). x and dx must share
+//   a layout, so a result that is not dense (a strided view, perhaps into a much larger buffer) is
+//   computed into a packed temporary and copied out with beta: the stand-in is never sized by the
+//   span of the caller's view.
 // - Layouts: cuDNN's pooling needs innermost stride 1 (NOT_SUPPORTED otherwise), and
 //   cudnnPoolingBackward needs x and dx in the same layout, and y and dy in the same layout
 //   (BAD_PARAM otherwise). Tensors that break either rule are copied to packed temporaries

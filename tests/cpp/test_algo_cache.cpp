@@ -347,3 +347,47 @@ TEST(AlgoCache, LoadSkipsEntriesTheirOwnKeyForbids) {
   EXPECT_NE(cache_entry_violation(conv_algo_key(ok), {}), "");
   std::remove(path.c_str());
 }
+
+// Review #7: a benchmark that could not time anything leaves cuDNN's heuristic ranking as a
+// provisional entry: used like any entry, replaced by the real search, never saved.
+TEST(AlgoCache, ProvisionalEntriesAreUsedButMarkedAndNeverSaved) {
+  AlgoCache cache(2);
+  ConvProblem bench = base_problem();
+  bench.policy = AlgoPolicy::Benchmark;
+  const std::string key = conv_algo_key(bench), other = conv_algo_key(base_problem());
+  cache.insert_provisional(key, candidates(1), 12345);
+  ASSERT_TRUE(cache.find(key).has_value());  // used like any entry (a hit, not a fresh search)
+  EXPECT_EQ(cache.stats().hits, 1u);
+  ASSERT_TRUE(cache.provisional(key).has_value());
+  EXPECT_EQ(*cache.provisional(key), 12345u);
+  EXPECT_FALSE(cache.provisional(other).has_value());
+
+  cache.insert(other, candidates(2));
+  const std::string path = temp_path("provisional");
+  EXPECT_EQ(cache.save(path, 92800, fake_signature), 1u);  // only the ordinary entry
+  AlgoCache loaded(4);
+  EXPECT_EQ(loaded.load(path, 92800, fake_signature).loaded, 1u);
+  EXPECT_EQ(loaded.keys(), std::vector<std::string>{other});
+  std::remove(path.c_str());
+
+  // The real search's result makes it ordinary; erase, eviction and clear forget the mark.
+  cache.insert(key, candidates(3));
+  EXPECT_FALSE(cache.provisional(key).has_value());
+  cache.insert_provisional(key, candidates(1), 7);
+  cache.erase(key);
+  EXPECT_FALSE(cache.provisional(key).has_value());
+  cache.insert_provisional(key, candidates(1), 7);
+  ConvProblem third = base_problem();
+  third.device = 1;
+  cache.insert(other, candidates(2));              // key is now the least recently used
+  cache.insert(conv_algo_key(third), candidates(2));  // evicts it
+  EXPECT_FALSE(cache.peek(key).has_value());
+  EXPECT_FALSE(cache.provisional(key).has_value());
+  cache.insert_provisional(key, candidates(1), 7);
+  cache.clear();
+  EXPECT_FALSE(cache.provisional(key).has_value());
+  // A cache of capacity 0 keeps nothing, provisional or not.
+  AlgoCache none(0);
+  none.insert_provisional(key, candidates(1), 7);
+  EXPECT_FALSE(none.provisional(key).has_value());
+}

@@ -4,13 +4,20 @@
 // is usable (GTEST_SKIP), so `make test` runs unchanged on a GPU machine.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <optional>
 #include <random>
+#include <sstream>
 #include <thread>
+
+#include <unistd.h>
 
 #include <cuda_runtime_api.h>
 
@@ -23,6 +30,7 @@
 #include "handle_pool.hpp"
 #include "pool_exec.hpp"
 #include "runtime_info.hpp"
+#include "test_hooks.hpp"
 #include "workspace.hpp"
 
 using namespace knetcnn;
@@ -418,6 +426,13 @@ TEST(GpuPolicy, DeterministicRepeatsAreBitIdentical) {
   }
   EXPECT_EQ(std::memcmp(runs[0].data(), runs[1].data(), runs[0].size() * 4), 0);
   EXPECT_EQ(std::memcmp(runs[0].data(), runs[2].data(), runs[0].size() * 4), 0);
+  // Bit-identical runs could also come from a non-deterministic algorithm that happened to agree:
+  // what ran must be one cuDNN documents as deterministic.
+  const auto entry = algo_cache().peek(conv_key("conv4w", g, DType::Float32, det));
+  ASSERT_TRUE(entry.has_value());
+  for (const AlgoCandidate& c : *entry)
+    EXPECT_TRUE(conv_algo_documented_deterministic(ConvDirection::BackwardFilter, c.algo))
+        << conv_algo_name(ConvDirection::BackwardFilter, c.algo);
 
   const PoolGeometry pg = pool_geometry("pool", {4, 8, 16, 16}, pool_opts({3, 3}, {1, 1}, {1, 1}, 0));
   DeviceArray<float> px(cast<float>(random_values(count(pg.input), 23))), py(count(pg.output)),
@@ -426,7 +441,10 @@ TEST(GpuPolicy, DeterministicRepeatsAreBitIdentical) {
   std::vector<std::vector<float>> pruns;
   for (int i = 0; i < 3; ++i) {
     DeviceArray<float> pdx(count(pg.input));
+    test_hooks::reset_thread_record();
     poolx_exec(pg, DType::Float32, px.t(), py.t(), pdy.t(), pdx.t(), 1, 0, ExecTarget{}, det);
+    // The pooling descriptor cuDNN got, read back: max pooling ran as MAX_DETERMINISTIC.
+    EXPECT_EQ(test_hooks::thread_record().last_pooling_mode, static_cast<int>(CUDNN_POOLING_MAX_DETERMINISTIC));
     pruns.push_back(pdx.get());
   }
   EXPECT_EQ(std::memcmp(pruns[0].data(), pruns[1].data(), pruns[0].size() * 4), 0);
@@ -458,9 +476,12 @@ TEST(GpuWorkspace, LimitIsRespected) {
   for (std::size_t limit : {std::size_t{0}, std::size_t{64} << 10}) {
     for (AlgoPolicy p : {AlgoPolicy::Heuristic, AlgoPolicy::Benchmark}) {
       const ExecOptions o = policy(p, limit);
+      test_hooks::reset_thread_record();
       conv4_exec(g, DType::Float32, w.t(), x.t(), y.t(), 1, 0, ExecTarget{}, o);
       conv4x_exec(g, DType::Float32, w.t(), dy.t(), dx.t(), 1, 0, ExecTarget{}, o);
       conv4w_exec(g, DType::Float32, x.t(), dy.t(), dw.t(), 1, 0, ExecTarget{}, o);
+      // What was actually allocated (search and run), not only what the entries record.
+      EXPECT_LE(test_hooks::thread_record().largest_workspace, limit) << algo_policy_name(p);
       for (const char* op : {"conv4", "conv4x", "conv4w"}) {
         const auto entry = algo_cache().peek(conv_key(op, g, DType::Float32, o));
         ASSERT_TRUE(entry.has_value()) << op;
@@ -484,6 +505,9 @@ TEST(GpuCache, BoundHoldsAndClearFreesWorkspaces) {
   EXPECT_EQ(algo_cache().stats().size, 2u);
   EXPECT_GE(algo_cache().stats().evictions, 2u);
   algo_cache().set_capacity(old_capacity);
+  // release_workspaces never synchronizes a device: the caller does, so that every asynchronous
+  // free has been seen complete and the pool can give everything back.
+  CUDA_OK(cudaDeviceSynchronize());
   release_workspaces();
   EXPECT_EQ(workspace_stats().bytes, 0u);
 }
@@ -733,11 +757,22 @@ TEST(GpuCapture, BenchmarkSearchIsRefusedButCachedChoicesRunInAGraph) {
     EXPECT_NE(message.find("CUDNN_CONVOLUTION_FWD_ALGO_DIRECT"), std::string::npos) << message;
     EXPECT_NE(message.find("conv4: w (4, 3, 3, 2)"), std::string::npos) << message;
     EXPECT_NE(message.find("algo=benchmark"), std::string::npos) << message;
+    // The cache does not change during capture, and the message says how to get a good choice.
+    EXPECT_NE(message.find("Run this call once before capturing"), std::string::npos) << message;
   }
   graph = nullptr;
-  cudaStreamEndCapture(stream, &graph);
+  EXPECT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess) << "the refused call broke the capture";
   cudaGetLastError();
   if (graph) cudaGraphDestroy(graph);
+  const std::string key = conv_key("conv4", g, DType::Float32, bench);
+  ASSERT_TRUE(algo_cache().peek(key).has_value()) << "a stale entry was erased during capture";
+  EXPECT_EQ(algo_cache().peek(key)->front().algo, CUDNN_CONVOLUTION_FWD_ALGO_DIRECT);
+  // Outside capture the stale entry is dropped and benchmarked again.
+  conv4_exec(g, DType::Float32, dw.t(), dx.t(), y.t(), 1, 0, ExecTarget{0, stream}, bench);
+  CUDA_OK(cudaStreamSynchronize(stream));
+  expect_close(y.get(), want, 2e-4, "conv4 after the stale entry was replaced");
+  ASSERT_TRUE(algo_cache().peek(key).has_value());
+  EXPECT_NE(algo_cache().peek(key)->front().algo, CUDNN_CONVOLUTION_FWD_ALGO_DIRECT);
   CUDA_OK(cudaStreamDestroy(stream));
 }
 
@@ -904,9 +939,12 @@ TEST(GpuCapture, AGraphOwnsItsWorkspaceAndKeepsTheCacheEntry) {
 
 TEST(GpuCapture, AMissingHandleIsRefusedWithoutBreakingTheCapture) {
   REQUIRE_GPU();
-  // A new thread may find a pooled handle (from threads that ended) and succeed; if it has to
-  // create one, cudnnCreate cannot run during capture: a clear error, and the capture stays valid.
+  // A new thread whose first call comes during a capture, with no pooled handle to take (the
+  // pool is emptied for the test): cudnnCreate cannot run then, so the call is refused with a
+  // clear error and the capture stays valid.
   const GemmCase c;
+  const int created = cudnn_handles_created();
+  const std::vector<cudnnHandle_t> pooled = test_hooks::take_pooled_handles(0);
   std::string outcome;
   std::thread([&] {
     cudaStream_t stream = nullptr;
@@ -925,7 +963,9 @@ TEST(GpuCapture, AMissingHandleIsRefusedWithoutBreakingTheCapture) {
     if (graph) cudaGraphDestroy(graph);
     cudaStreamDestroy(stream);
   }).join();
-  EXPECT_TRUE(outcome == "ran" || outcome == "refused") << outcome;
+  test_hooks::restore_pooled_handles(0, pooled);
+  EXPECT_EQ(outcome, "refused");
+  EXPECT_EQ(cudnn_handles_created(), created) << "a handle was created during the capture";
 }
 
 TEST(GpuAlignment, MisalignedPointersFallBackAndAreKeyedApart) {
@@ -957,6 +997,16 @@ TEST(GpuErrors, WorkspaceOutOfMemoryIsACudaErrorAndKeepsTheEntry) {
   REQUIRE_GPU();
   const GemmCase c;
   REQUIRE_WORKSPACE_ALGORITHM(c);
+  // Teardown, whatever fails below: the limit of 4x the device raised the pool's release
+  // threshold; later tests must find it back at the floor.
+  struct Reset {
+    ~Reset() {
+      try {
+        release_workspaces();
+      } catch (...) {
+      }
+    }
+  } reset;
   std::size_t free_bytes = 0, total_bytes = 0;
   CUDA_OK(cudaMemGetInfo(&free_bytes, &total_bytes));
   const ExecOptions o = policy(AlgoPolicy::Heuristic, 4 * total_bytes);
@@ -976,6 +1026,13 @@ TEST(GpuErrors, WorkspaceOutOfMemoryIsACudaErrorAndKeepsTheEntry) {
   EXPECT_TRUE(algo_cache().peek(key).has_value());
   EXPECT_EQ(cudaPeekAtLastError(), cudaSuccess);
   algo_cache().erase(key);
+  if (memory_pools_supported(0)) {
+    // The threshold followed the limit only up to a quarter of the device, and clearing resets it.
+    EXPECT_EQ(pool_release_threshold(0), pool_retention_for(4 * total_bytes, total_bytes));
+    EXPECT_LE(pool_release_threshold(0), total_bytes / 4);
+    release_workspaces();
+    EXPECT_EQ(pool_release_threshold(0), kMinPoolRetention);
+  }
 }
 
 TEST(GpuErrors, ACallersPendingCudaErrorIsLeftAlone) {
@@ -1028,4 +1085,602 @@ TEST(GpuDevices, GuardRestoresAnActiveDeviceAndChecksStreams) {
     EXPECT_NE(std::string(e.what()).find("belongs to device 1"), std::string::npos) << e.what();
   }
   cudaStreamDestroy(stream);
+}
+
+// ---- second review: capture modes, transient failures, memory, strided pooling ----
+
+namespace {
+
+// Every algorithm cuDNN's heuristic ranks for the forward problem `g` (fp32, no TF32).
+std::vector<AlgoCandidate> heuristic_candidates(const ConvGeometry& g) {
+  DeviceGuard guard(0);
+  cudnnHandle_t handle = cudnn_handle(0, nullptr);
+  ConvDescriptors d = make_conv_descriptors(g, DType::Float32, false);
+  const ConvDescriptorRefs refs{d.input, d.filter, d.convolution, d.output};
+  SearchRequest r;
+  r.direction = ConvDirection::Forward;
+  r.policy = AlgoPolicy::Heuristic;
+  r.dtype = DType::Float32;
+  r.workspace_limit = kDefaultWorkspaceCap;
+  return search_conv_algorithms(handle, r, refs, ConvPointers{}, "test").candidates;
+}
+
+// Element offsets of a C-order walk over `shape` laid out with `strides`.
+std::vector<int64_t> offsets(const Shape& shape, const Shape& strides) {
+  std::vector<int64_t> out;
+  std::vector<int64_t> index(shape.size(), 0);
+  for (int64_t k = 0; k < count(shape); ++k) {
+    int64_t offset = 0;
+    for (std::size_t a = 0; a < shape.size(); ++a) offset += index[a] * strides[a];
+    out.push_back(offset);
+    for (int a = static_cast<int>(shape.size()) - 1; a >= 0; --a) {
+      if (++index[a] < shape[a]) break;
+      index[a] = 0;
+    }
+  }
+  return out;
+}
+
+// A strided view with `values` at its elements and a sentinel everywhere else in its buffer, so
+// that a write outside the view shows.
+template <typename T>
+class StridedArray {
+ public:
+  static constexpr double kSentinel = 7.0;
+  StridedArray(const Shape& shape, const Shape& strides, const std::vector<double>& values)
+      : strides_(strides.empty() ? packed_strides(shape) : strides), at_(offsets(shape, strides_)) {
+    std::vector<double> host(static_cast<std::size_t>(last_offset(shape, strides_) + 1), kSentinel);
+    for (std::size_t i = 0; i < at_.size(); ++i) host[at_[i]] = values[i];
+    buffer_ = std::make_unique<DeviceArray<T>>(cast<T>(host));
+  }
+  DeviceTensor t() const { return buffer_->t(strides_); }
+  std::vector<T> values() const {
+    const std::vector<T> all = buffer_->get();
+    std::vector<T> out;
+    for (int64_t i : at_) out.push_back(all[i]);
+    return out;
+  }
+  int stray_writes() const {
+    const std::vector<T> all = buffer_->get();
+    std::vector<bool> inside(all.size(), false);
+    for (int64_t i : at_) inside[i] = true;
+    int stray = 0;
+    for (std::size_t i = 0; i < all.size(); ++i) stray += !inside[i] && static_cast<double>(all[i]) != kSentinel;
+    return stray;
+  }
+  std::size_t span_bytes() const { return buffer_->get().size() * sizeof(T); }
+
+ private:
+  Shape strides_;
+  std::vector<int64_t> at_;
+  std::unique_ptr<DeviceArray<T>> buffer_;
+};
+
+std::vector<double> plus_scaled(std::vector<double> a, const std::vector<double>& b, double beta) {
+  for (std::size_t i = 0; i < a.size(); ++i) a[i] += beta * b[i];
+  return a;
+}
+
+}  // namespace
+
+TEST(GpuFallback, AnExecutionFailureFallsBackOnlyWhenOverwritingAndNeverErasesTheEntry) {
+  REQUIRE_GPU();
+  // Review #3: transient failures (EXECUTION_FAILED, cuDNN's allocation failures) must not erase
+  // or trim a good entry; only NOT_SUPPORTED / BAD_PARAM do, and never during capture. The
+  // failures are injected at the launch (test_hooks), so nothing runs for them.
+  const ConvCase c = conv_cases()[1];
+  const ConvGeometry g = conv4_geometry("conv4", c.w, c.x, c.o);
+  const ExecOptions o = policy(AlgoPolicy::Heuristic, std::size_t{12345678});  // a key of its own
+  const std::string key = conv_key("conv4", g, DType::Float32, o);
+  std::vector<AlgoCandidate> ranked = heuristic_candidates(g);
+  if (ranked.size() < 2) GTEST_SKIP() << "cuDNN ranks fewer than two algorithms for this problem";
+  ranked.resize(2);
+  std::vector<double> w = random_values(count(g.filter), 201), x = random_values(count(g.input), 202),
+                      start = random_values(count(g.output), 203);
+  std::vector<double> want(count(g.output), 0.0);
+  reference_conv(RefDir::Forward, g.input, g.filter, g.output, g, x, w, want, 1.0);
+  DeviceArray<float> dw(cast<float>(w)), dx(cast<float>(x));
+  auto launches = [] { return test_hooks::thread_record().conv_launches; };
+
+  // beta == 0: the output is overwritten anyway, so the next candidate runs; the entry stays whole.
+  algo_cache().insert(key, ranked);
+  {
+    DeviceArray<float> y(count(g.output));
+    test_hooks::reset_thread_record();
+    test_hooks::inject_execution_failures(1, CUDNN_STATUS_EXECUTION_FAILED);
+    conv4_exec(g, DType::Float32, dw.t(), dx.t(), y.t(), 1, 0, ExecTarget{}, o);
+    EXPECT_EQ(launches(), 2);
+    expect_close(y.get(), want, 2e-4, "conv4 after an injected EXECUTION_FAILED");
+    EXPECT_EQ(*algo_cache().peek(key), ranked) << "a transient failure changed the entry";
+  }
+  // beta != 0: a half-run kernel may have updated the output: raised at once, not retried.
+  {
+    DeviceArray<float> y(cast<float>(start));
+    test_hooks::reset_thread_record();
+    test_hooks::inject_execution_failures(1, CUDNN_STATUS_EXECUTION_FAILED);
+    try {
+      conv4_exec(g, DType::Float32, dw.t(), dx.t(), y.t(), 1, 0.5, ExecTarget{}, o);
+      ADD_FAILURE() << "an accumulating call moved on after EXECUTION_FAILED";
+    } catch (const CudnnError& e) {
+      EXPECT_EQ(e.status_name(), "CUDNN_STATUS_EXECUTION_FAILED") << e.what();
+    }
+    EXPECT_EQ(launches(), 1);
+    expect_close(y.get(), start, 1e-6, "the accumulating output (the injected failure ran nothing)");
+    EXPECT_EQ(*algo_cache().peek(key), ranked);
+  }
+  // An allocation failure inside cuDNN: nothing ran, so any beta moves on; the entry stays whole.
+  {
+    DeviceArray<float> y(cast<float>(start));
+    test_hooks::inject_execution_failures(1, CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED);
+    conv4_exec(g, DType::Float32, dw.t(), dx.t(), y.t(), 1, 0.5, ExecTarget{}, o);
+    expect_close(y.get(), plus_scaled(want, start, 0.5), 2e-4, "conv4 beta=0.5 after an allocation failure");
+    EXPECT_EQ(*algo_cache().peek(key), ranked);
+  }
+  // NOT_SUPPORTED will recur: the entry is trimmed to what runs...
+  {
+    DeviceArray<float> y(count(g.output));
+    test_hooks::inject_execution_failures(1, CUDNN_STATUS_NOT_SUPPORTED);
+    conv4_exec(g, DType::Float32, dw.t(), dx.t(), y.t(), 1, 0, ExecTarget{}, o);
+    expect_close(y.get(), want, 2e-4, "conv4 after an injected NOT_SUPPORTED");
+    EXPECT_EQ(*algo_cache().peek(key), std::vector<AlgoCandidate>{ranked[1]});
+  }
+  // ... but not during capture, where a failure may be the capture's own doing.
+  {
+    algo_cache().insert(key, ranked);
+    cudaStream_t stream = nullptr;
+    CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    DeviceArray<float> y(count(g.output));
+    CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    test_hooks::inject_execution_failures(1, CUDNN_STATUS_NOT_SUPPORTED);
+    conv4_exec(g, DType::Float32, dw.t(), dx.t(), y.t(), 1, 0, ExecTarget{0, stream}, o);
+    cudaGraph_t graph = nullptr;
+    CUDA_OK(cudaStreamEndCapture(stream, &graph));
+    EXPECT_EQ(*algo_cache().peek(key), ranked) << "the entry changed during capture";
+    cudaGraphExec_t exec = nullptr;
+    CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+    CUDA_OK(cudaGraphLaunch(exec, stream));
+    CUDA_OK(cudaStreamSynchronize(stream));
+    expect_close(y.get(), want, 2e-4, "conv4 captured after an injected NOT_SUPPORTED");
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    CUDA_OK(cudaStreamDestroy(stream));
+  }
+  test_hooks::inject_execution_failures(0, CUDNN_STATUS_SUCCESS);
+  algo_cache().erase(key);
+}
+
+TEST(GpuCapture, AGlobalModeCaptureSurvivesEagerCallsOnAnotherThread) {
+  REQUIRE_GPU();
+  // Review #1: while thread A captures in cudaStreamCaptureModeGlobal, thread B's eager call
+  // (workspace from the pool and back, the statistics) must neither be refused nor invalidate
+  // A's capture. B's kernels and a pooled cuDNN handle are warmed up on a thread that ends first,
+  // so that what is tested is knetcnn's own allocator calls.
+  const GemmCase c;
+  REQUIRE_WORKSPACE_ALGORITHM(c);
+  const ExecOptions o;
+  const std::string key = c.plant(o);
+  DeviceArray<float> w(cast<float>(c.w)), x(cast<float>(c.x)), y(count(c.g.output)), captured(256);
+  std::thread([&] {
+    DeviceArray<float> warm(count(c.g.output));
+    conv4_exec(c.g, DType::Float32, w.t(), x.t(), warm.t(), 1, 0, ExecTarget{}, o);
+    cudaDeviceSynchronize();
+  }).join();
+  cudaStream_t capturing = nullptr, eager_stream = nullptr;
+  CUDA_OK(cudaStreamCreateWithFlags(&capturing, cudaStreamNonBlocking));
+  CUDA_OK(cudaStreamCreateWithFlags(&eager_stream, cudaStreamNonBlocking));
+  std::atomic<int> phase{0};
+  std::string failure;
+  std::thread eager([&] {
+    while (phase.load() < 1) std::this_thread::yield();
+    try {
+      for (int i = 0; i < 3; ++i) conv4_exec(c.g, DType::Float32, w.t(), x.t(), y.t(), 1, 0, ExecTarget{0, eager_stream}, o);
+      (void)workspace_stats();
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+    phase = 2;
+  });
+  CUDA_OK(cudaStreamBeginCapture(capturing, cudaStreamCaptureModeGlobal));
+  CUDA_OK(cudaMemsetAsync(reinterpret_cast<void*>(captured.t().data), 0, 256 * sizeof(float), capturing));
+  phase = 1;
+  while (phase.load() < 2) std::this_thread::yield();
+  cudaGraph_t graph = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(capturing, &graph);
+  eager.join();
+  EXPECT_EQ(ended, cudaSuccess) << "an eager call on another thread invalidated the global-mode capture: "
+                                << cudaGetErrorName(ended);
+  cudaGetLastError();
+  EXPECT_EQ(failure, "");
+  if (graph) cudaGraphDestroy(graph);
+  CUDA_OK(cudaStreamSynchronize(eager_stream));
+  expect_close(y.get(), c.want, 2e-4, "conv4 run eagerly during another thread's capture");
+  EXPECT_EQ(stream_pool_stats().pending_frees, 0u) << "a workspace free was refused";
+  CUDA_OK(cudaStreamDestroy(capturing));
+  CUDA_OK(cudaStreamDestroy(eager_stream));
+}
+
+TEST(GpuCapture, AHandleCreatedDuringAGlobalCaptureElsewhereLeavesItValid) {
+  REQUIRE_GPU();
+  // handle_pool.hpp: outside capture cudnnCreate runs in relaxed mode, so that another thread's
+  // global-mode capture neither refuses it nor is invalidated. With no pooled handle, a fresh
+  // thread's first call has to create one while the capture is open.
+  const GemmCase c;
+  DeviceArray<float> w(cast<float>(c.w)), x(cast<float>(c.x)), y(count(c.g.output)), captured(256);
+  const std::vector<cudnnHandle_t> pooled = test_hooks::take_pooled_handles(0);
+  cudaStream_t capturing = nullptr, eager_stream = nullptr;
+  CUDA_OK(cudaStreamCreateWithFlags(&capturing, cudaStreamNonBlocking));
+  CUDA_OK(cudaStreamCreateWithFlags(&eager_stream, cudaStreamNonBlocking));
+  std::atomic<int> phase{0};
+  std::string failure;
+  std::thread eager([&] {
+    while (phase.load() < 1) std::this_thread::yield();
+    try {
+      conv4_exec(c.g, DType::Float32, w.t(), x.t(), y.t(), 1, 0, ExecTarget{0, eager_stream}, ExecOptions{});
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+    phase = 2;
+  });
+  CUDA_OK(cudaStreamBeginCapture(capturing, cudaStreamCaptureModeGlobal));
+  CUDA_OK(cudaMemsetAsync(reinterpret_cast<void*>(captured.t().data), 0, 256 * sizeof(float), capturing));
+  phase = 1;
+  while (phase.load() < 2) std::this_thread::yield();
+  cudaGraph_t graph = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(capturing, &graph);
+  eager.join();
+  test_hooks::restore_pooled_handles(0, pooled);
+  EXPECT_EQ(ended, cudaSuccess) << cudaGetErrorName(ended);
+  cudaGetLastError();
+  EXPECT_EQ(failure, "");
+  if (graph) cudaGraphDestroy(graph);
+  CUDA_OK(cudaStreamSynchronize(eager_stream));
+  expect_close(y.get(), c.want, 2e-4, "conv4 on a thread whose handle was made during a capture elsewhere");
+  CUDA_OK(cudaStreamDestroy(capturing));
+  CUDA_OK(cudaStreamDestroy(eager_stream));
+}
+
+TEST(GpuCapture, TheLegacyStreamIsRefusedWhileABlockingStreamCaptures) {
+  REQUIRE_GPU();
+  // Review #2: cudaStreamIsCapturing(legacy) gives cudaErrorStreamCaptureImplicit while a blocking
+  // stream captures; using the legacy stream would join and invalidate that capture.
+  const PoolGeometry g = pool_geometry("pool", {1, 2, 4, 4}, pool_opts({2, 2}, {0, 0}, {2, 2}, 1));
+  DeviceArray<float> x(cast<float>(random_values(count(g.input), 211))), y(count(g.output)), captured(256);
+  pool_exec(g, DType::Float32, x.t(), y.t(), 1, 0, ExecTarget{}, ExecOptions{});  // eager: a handle
+  {
+    DeviceGuard guard(0);  // knetcnn holds memory on device 0, so clear_cache has something to check
+    DeviceScratch scratch(4096, 0, nullptr, CaptureState::None, "test");
+  }
+  CUDA_OK(cudaDeviceSynchronize());
+  cudaStream_t blocking = nullptr;
+  CUDA_OK(cudaStreamCreate(&blocking));  // synchronizes with the legacy stream
+  CUDA_OK(cudaStreamBeginCapture(blocking, cudaStreamCaptureModeThreadLocal));
+  CUDA_OK(cudaMemsetAsync(reinterpret_cast<void*>(captured.t().data), 0, 256 * sizeof(float), blocking));
+  std::string call, clear;
+  std::thread([&] {
+    try {
+      pool_exec(g, DType::Float32, x.t(), y.t(), 1, 0, ExecTarget{0, nullptr}, ExecOptions{});
+      call = "ran";
+    } catch (const CudaError& e) {
+      call = e.code_name();
+    }
+    try {
+      release_workspaces();
+      clear = "released";
+    } catch (const CudaError& e) {
+      clear = e.code_name();
+    }
+  }).join();
+  cudaGraph_t graph = nullptr;
+  EXPECT_EQ(cudaStreamEndCapture(blocking, &graph), cudaSuccess) << "the blocking stream's capture was invalidated";
+  cudaGetLastError();
+  EXPECT_EQ(call, "cudaErrorStreamCaptureImplicit");
+  EXPECT_EQ(clear, "cudaErrorStreamCaptureImplicit");
+  if (graph) cudaGraphDestroy(graph);
+  CUDA_OK(cudaStreamDestroy(blocking));
+  pool_exec(g, DType::Float32, x.t(), y.t(), 1, 0, ExecTarget{}, ExecOptions{});  // usable again
+  CUDA_OK(cudaDeviceSynchronize());
+}
+
+TEST(GpuCapture, AnInvalidatedCaptureStopsTheCallAndKeepsTheCache) {
+  REQUIRE_GPU();
+  const GemmCase c;
+  REQUIRE_WORKSPACE_ALGORITHM(c);
+  const ExecOptions o;
+  const std::string key = c.plant(o);
+  const std::vector<AlgoCandidate> planted = *algo_cache().peek(key);
+  DeviceArray<float> w(cast<float>(c.w)), x(cast<float>(c.x)), y(count(c.g.output));
+  cudaStream_t stream = nullptr;
+  CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  // Synchronizing a capturing stream is illegal and invalidates its capture.
+  EXPECT_NE(cudaStreamSynchronize(stream), cudaSuccess);
+  cudaGetLastError();
+  if (stream_capture_state(stream) != CaptureState::Invalidated) {
+    cudaGraph_t graph = nullptr;
+    cudaStreamEndCapture(stream, &graph);
+    cudaGetLastError();
+    if (graph) cudaGraphDestroy(graph);
+    cudaStreamDestroy(stream);
+    GTEST_SKIP() << "this driver did not invalidate the capture";
+  }
+  try {
+    conv4_exec(c.g, DType::Float32, w.t(), x.t(), y.t(), 1, 0, ExecTarget{0, stream}, o);
+    ADD_FAILURE() << "a call ran on an invalidated capture";
+  } catch (const CudaError& e) {
+    EXPECT_EQ(e.code_name(), "cudaErrorStreamCaptureInvalidated") << e.what();
+    EXPECT_NE(std::string(e.what()).find("cudaStreamEndCapture"), std::string::npos) << e.what();
+  }
+  ASSERT_TRUE(algo_cache().peek(key).has_value()) << "the invalidated capture erased a good entry";
+  EXPECT_EQ(*algo_cache().peek(key), planted);
+  cudaGraph_t graph = nullptr;
+  EXPECT_EQ(cudaStreamEndCapture(stream, &graph), cudaErrorStreamCaptureInvalidated);
+  cudaGetLastError();
+  if (graph) cudaGraphDestroy(graph);
+  CUDA_OK(cudaStreamDestroy(stream));
+}
+
+TEST(GpuPolicy, ABenchmarkShortOfMemoryRunsTheHeuristicChoiceAndBenchmarksLater) {
+  REQUIRE_GPU();
+  // Review #7: where the benchmark's workspace cannot be allocated (injected here) the call takes
+  // cuDNN's heuristic ranking, cached as provisional (used, not saved); a later call with the
+  // memory free benchmarks and replaces it.
+  const GemmCase c;
+  REQUIRE_WORKSPACE_ALGORITHM(c);  // so the benchmark wants a workspace
+  const ExecOptions bench = policy(AlgoPolicy::Benchmark, kDefaultWorkspaceCap + 1);  // a key of its own
+  const std::string key = conv_key("conv4", c.g, DType::Float32, bench);
+  algo_cache().erase(key);
+  DeviceArray<float> w(cast<float>(c.w)), x(cast<float>(c.x)), y(count(c.g.output));
+  test_hooks::inject_allocation_failures(1);  // the first allocation: the benchmark's workspace
+  conv4_exec(c.g, DType::Float32, w.t(), x.t(), y.t(), 1, 0, ExecTarget{}, bench);
+  test_hooks::inject_allocation_failures(0);
+  expect_close(y.get(), c.want, 2e-4, "conv4 with a benchmark short of memory");
+  ASSERT_TRUE(algo_cache().peek(key).has_value());
+  ASSERT_TRUE(algo_cache().provisional(key).has_value());
+  EXPECT_GT(*algo_cache().provisional(key), 0u);
+  const std::string path = ::testing::TempDir() + "knetcnn_provisional_" + std::to_string(::getpid());
+  algo_cache().save(path, cudnnGetVersion(), cuda_device_signature);
+  std::ifstream saved(path);
+  std::stringstream text;
+  text << saved.rdbuf();
+  EXPECT_EQ(text.str().find(key), std::string::npos) << "a provisional entry was saved";
+  std::remove(path.c_str());
+  // Memory is there now: this call benchmarks and the entry becomes an ordinary one.
+  CUDA_OK(cudaMemset(reinterpret_cast<void*>(y.t().data), 0, count(c.g.output) * sizeof(float)));
+  conv4_exec(c.g, DType::Float32, w.t(), x.t(), y.t(), 1, 0, ExecTarget{}, bench);
+  expect_close(y.get(), c.want, 2e-4, "conv4 benchmarked after memory came back");
+  ASSERT_TRUE(algo_cache().peek(key).has_value());
+  EXPECT_FALSE(algo_cache().provisional(key).has_value());
+  algo_cache().erase(key);
+}
+
+TEST(GpuWorkspace, ARefusedFreeIsCountedAndRetriedOnItsOwnStream) {
+  REQUIRE_GPU();
+  if (!memory_pools_supported(0)) GTEST_SKIP() << "device 0 has no memory pools";
+  // Review #1: a free the runtime refuses is no longer swallowed: counted, and retried at the next
+  // allocation on the same stream (stream order makes that safe).
+  cudaStream_t stream = nullptr, other = nullptr;
+  CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  CUDA_OK(cudaStreamCreateWithFlags(&other, cudaStreamNonBlocking));
+  {
+    DeviceGuard guard(0);
+    const PoolStats before = stream_pool_stats();
+    {
+      DeviceScratch scratch(1 << 20, 0, stream, CaptureState::None, "test");
+      test_hooks::inject_free_failures(1);
+    }
+    EXPECT_EQ(stream_pool_stats().failed_frees, before.failed_frees + 1);
+    EXPECT_EQ(stream_pool_stats().pending_frees, before.pending_frees + 1);
+    { DeviceScratch elsewhere(4096, 0, other, CaptureState::None, "test"); }
+    EXPECT_EQ(stream_pool_stats().pending_frees, before.pending_frees + 1) << "retried on another stream";
+    { DeviceScratch again(4096, 0, stream, CaptureState::None, "test"); }
+    EXPECT_EQ(stream_pool_stats().pending_frees, before.pending_frees);
+  }
+  CUDA_OK(cudaStreamSynchronize(stream));
+  CUDA_OK(cudaStreamDestroy(stream));
+  CUDA_OK(cudaStreamDestroy(other));
+}
+
+TEST(GpuWorkspace, WithoutMemoryPoolsManyStreamsShareIdleBuffersWithoutDeviceSyncs) {
+  REQUIRE_GPU();
+  // Review #11 and #4: devices without memory pools (simulated: test_hooks) used to keep one
+  // buffer per stream for 8 streams and evict with a device synchronization. Now idle buffers
+  // are recycled on events; with more streams than kMaxIdleBuffers every result must still be
+  // right, the idle set stays bounded, and clearing frees it.
+  const GemmCase c;
+  REQUIRE_WORKSPACE_ALGORITHM(c);
+  struct PoolsOff {
+    PoolsOff() { test_hooks::set_memory_pools_disabled(true); }
+    ~PoolsOff() {
+      cudaDeviceSynchronize();
+      try {
+        release_workspaces();
+      } catch (...) {
+      }
+      test_hooks::set_memory_pools_disabled(false);
+    }
+  } off;
+  const ExecOptions o;
+  c.plant(o);
+  DeviceArray<float> w(cast<float>(c.w)), x(cast<float>(c.x));
+  const int n = static_cast<int>(kMaxIdleBuffers) + 4;
+  std::vector<cudaStream_t> streams(n);
+  std::vector<std::unique_ptr<DeviceArray<float>>> ys;
+  for (int i = 0; i < n; ++i) {
+    CUDA_OK(cudaStreamCreateWithFlags(&streams[i], cudaStreamNonBlocking));
+    ys.push_back(std::make_unique<DeviceArray<float>>(count(c.g.output)));
+  }
+  test_hooks::reset_thread_record();
+  for (int round = 0; round < 3; ++round)
+    for (int i = 0; i < n; ++i)
+      conv4_exec(c.g, DType::Float32, w.t(), x.t(), ys[i]->t(), 1, 0, ExecTarget{0, streams[i]}, o);
+  EXPECT_GT(test_hooks::thread_record().largest_workspace, 0u);
+  for (int i = 0; i < n; ++i) {
+    CUDA_OK(cudaStreamSynchronize(streams[i]));
+    expect_close(ys[i]->get(), c.want, 2e-4, "conv4 on stream " + std::to_string(i) + " without memory pools");
+  }
+  // One more call gives back a buffer and trims the idle set to its bound (all uses are done).
+  conv4_exec(c.g, DType::Float32, w.t(), x.t(), ys[0]->t(), 1, 0, ExecTarget{0, streams[0]}, o);
+  CUDA_OK(cudaStreamSynchronize(streams[0]));
+  EXPECT_LE(stream_pool_stats().idle_buffers, kMaxIdleBuffers);
+  // During capture such a device cannot allocate: refused, the capture intact.
+  CUDA_OK(cudaStreamBeginCapture(streams[1], cudaStreamCaptureModeThreadLocal));
+  try {
+    conv4_exec(c.g, DType::Float32, w.t(), x.t(), ys[1]->t(), 1, 0, ExecTarget{0, streams[1]}, o);
+    ADD_FAILURE() << "a workspace was allocated during capture without memory pools";
+  } catch (const CudaError& e) {
+    EXPECT_EQ(e.code_name(), "cudaErrorStreamCaptureUnsupported") << e.what();
+  }
+  cudaGraph_t graph = nullptr;
+  EXPECT_EQ(cudaStreamEndCapture(streams[1], &graph), cudaSuccess);
+  if (graph) cudaGraphDestroy(graph);
+  release_workspaces();
+  EXPECT_EQ(stream_pool_stats().idle_bytes, 0u);
+  for (cudaStream_t s : streams) CUDA_OK(cudaStreamDestroy(s));
+}
+
+TEST(GpuPool, BetaAndStridedResultsForPoolUnpoolAndUnpoolx) {
+  REQUIRE_GPU();
+  // Results into strided views (innermost stride 2, padded batch stride) with beta != 0, and
+  // nothing written outside the views. unpool's result is a view into a buffer far larger than its
+  // elements: review #9, nothing may be sized by that span.
+  const double alpha = 1.5, beta = -0.5;
+  for (int mode : {1, 2}) {
+    const PoolOptions o = pool_opts({2, 2}, {0, 1}, {2, 2}, mode);
+    const PoolGeometry g = pool_geometry("pool", {2, 3, 6, 5}, o);
+    const std::string name = "mode " + std::to_string(mode);
+    std::vector<double> unused;
+    {  // pool: x strided (row pitch 8), y strided (innermost 2, batch stride 1000)
+      const std::vector<double> x = random_values(count(g.input), 221), start = random_values(count(g.output), 222);
+      std::vector<double> want(count(g.output), 0.0);
+      reference_pool(false, g.input, g.output, g, mode, x, want, unused, unused, alpha);
+      const Shape& ys = g.output;
+      StridedArray<float> dx(g.input, {3 * 6 * 8, 6 * 8, 8, 1}, x),
+          dy(ys, {1000, ys[2] * ys[3] * 2, ys[3] * 2, 2}, start);
+      pool_exec(g, DType::Float32, dx.t(), dy.t(), alpha, beta, ExecTarget{}, ExecOptions{});
+      expect_close(dy.values(), plus_scaled(want, start, beta), 2e-4, "pool beta strided " + name);
+      EXPECT_EQ(dy.stray_writes(), 0) << name;
+    }
+    const PoolGeometry u = unpool_geometry("unpool", {2, 3, 3, 3}, o);
+    const double cells = unpool_scale(u, 1.0);
+    {  // unpool: result a view with batch stride 1 << 16 (the buffer is ~256 KiB, the result ~1 KiB)
+      const std::vector<double> x = random_values(count(u.output), 223), start = random_values(count(u.input), 224);
+      std::vector<double> want(count(u.input), 0.0);
+      reference_pool(true, u.input, u.output, u, u.cudnn_mode, unused, unused, want, x, cells / alpha);
+      const Shape& r = u.input;
+      StridedArray<float> dx(u.output, {}, x);
+      StridedArray<float> dy(r, {int64_t{1} << 16, r[2] * r[3], r[3], 1}, start);
+      test_hooks::reset_thread_record();
+      unpool_exec(u, DType::Float32, dx.t(), dy.t(), alpha, beta, ExecTarget{}, ExecOptions{});
+      expect_close(dy.values(), plus_scaled(want, start, beta), 2e-4, "unpool beta strided " + name);
+      EXPECT_EQ(dy.stray_writes(), 0) << name;
+      EXPECT_LE(test_hooks::thread_record().largest_scratch, count(r) * sizeof(float))
+          << "a temporary sized by the view's span (" << dy.span_bytes() << " bytes)";
+    }
+    {  // unpoolx: dy strided (innermost 2), dx strided (row pitch) with beta
+      const std::vector<double> dy = random_values(count(u.input), 225), start = random_values(count(u.output), 226);
+      std::vector<double> want(count(u.output), 0.0);
+      reference_pool(false, u.input, u.output, u, u.cudnn_mode, dy, want, unused, unused, cells / alpha);
+      const Shape& i = u.input;
+      const Shape& s = u.output;
+      StridedArray<float> ddy(i, {i[1] * i[2] * i[3] * 2, i[2] * i[3] * 2, i[3] * 2, 2}, dy),
+          ddx(s, {s[1] * s[2] * 5, s[2] * 5, 5, 1}, start);
+      unpoolx_exec(u, DType::Float32, ddy.t(), ddx.t(), alpha, beta, ExecTarget{}, ExecOptions{});
+      expect_close(ddx.values(), plus_scaled(want, start, beta), 2e-4, "unpoolx beta strided " + name);
+      EXPECT_EQ(ddx.stray_writes(), 0) << name;
+    }
+  }
+  {  // poolx (max, alpha != 1: y recomputed) with beta and a strided dx
+    const PoolGeometry g = pool_geometry("pool", {1, 2, 4, 6}, pool_opts({2, 2}, {0, 0}, {2, 2}, 0));
+    std::vector<double> x = random_values(count(g.input), 227), dy = random_values(count(g.output), 228),
+                        start = random_values(count(g.input), 229);
+    std::vector<double> y(count(g.output), 0.0), want(count(g.input), 0.0), unused;
+    reference_pool(false, g.input, g.output, g, 0, x, y, unused, unused, alpha);
+    reference_pool(true, g.input, g.output, g, 0, x, y, want, dy, alpha);
+    DeviceArray<float> dx_(cast<float>(x)), dy_(cast<float>(y)), ddy(cast<float>(dy));
+    StridedArray<float> out(g.input, {2 * 4 * 9, 4 * 9, 9, 1}, start);
+    poolx_exec(g, DType::Float32, dx_.t(), dy_.t(), ddy.t(), out.t(), alpha, beta, ExecTarget{}, ExecOptions{});
+    expect_close(out.values(), plus_scaled(want, start, beta), 2e-4, "poolx beta strided");
+    EXPECT_EQ(out.stray_writes(), 0);
+  }
+}
+
+TEST(GpuConv, OutputPaddingBeyondStrideWithAStridedInput) {
+  REQUIRE_GPU();
+  // pad_to copies a strided x into the zero-padded temporary (deconv4 and deconv4w).
+  const ConvCase c = deconv_cases()[1];
+  const ConvGeometry g = deconv4_geometry("deconv4", c.w, c.x, c.o);
+  ASSERT_NE(cudnn_conv_forward_shape(g), g.output) << "the case must go through the padded temporary";
+  const std::vector<double> w = random_values(count(g.filter), 231), x = random_values(count(g.output), 232),
+                            dy = random_values(count(g.input), 233);
+  const Shape& xs = g.output;
+  const Shape pitched{xs[1] * xs[2] * (xs[3] + 3), xs[2] * (xs[3] + 3), xs[3] + 3, 1};
+  DeviceArray<float> dw(cast<float>(w)), ddy(cast<float>(dy));
+  StridedArray<float> dx(xs, pitched, x);
+  {
+    std::vector<double> want(count(g.input), 0.0), xx = x, ww = w;
+    reference_conv(RefDir::BackwardData, g.input, g.filter, g.output, g, want, ww, xx, 1.0);
+    DeviceArray<float> y(count(g.input));
+    deconv4_exec(g, DType::Float32, dw.t(), dx.t(), y.t(), 1, 0, ExecTarget{}, ExecOptions{});
+    expect_close(y.get(), want, 2e-4, "deconv4 with a strided x and output_padding >= stride");
+  }
+  {
+    std::vector<double> want(count(g.filter), 0.0), xx = x, dd = dy;
+    reference_conv(RefDir::BackwardFilter, g.input, g.filter, g.output, g, dd, want, xx, 1.0);
+    DeviceArray<float> out(count(g.filter));
+    deconv4w_exec(g, DType::Float32, dx.t(), ddy.t(), out.t(), 1, 0, ExecTarget{}, ExecOptions{});
+    expect_close(out.get(), want, 2e-4, "deconv4w with a strided x and output_padding >= stride");
+  }
+}
+
+TEST(GpuHalf, Bfloat16AndFloat16GoThroughTransformTensorWithStridesAndBeta) {
+  REQUIRE_GPU();
+  // Pooling packs an innermost-strided input and writes a strided result through a temporary:
+  // both are cudnnTransformTensor, here in bfloat16 and float16 (with beta on the way out).
+  const PoolGeometry g = pool_geometry("pool", {2, 3, 6, 6}, pool_opts({2, 2}, {0, 0}, {2, 2}, 2));
+  for (DType dtype : {DType::BFloat16, DType::Float16}) {
+    auto encode = [&](double v) { return dtype == DType::Float16 ? to_half(static_cast<float>(v)) : to_bf16(static_cast<float>(v)); };
+    auto decode = [&](uint16_t h) { return dtype == DType::Float16 ? from_half(h) : from_bf16(h); };
+    std::vector<double> x = random_values(count(g.input), 241), start = random_values(count(g.output), 242);
+    for (double& v : x) v = decode(encode(v));
+    for (double& v : start) v = decode(encode(v));
+    std::vector<double> want(count(g.output), 0.0), unused;
+    reference_pool(false, g.input, g.output, g, 2, x, want, unused, unused, 1.0);
+    want = plus_scaled(want, start, 0.5);
+    const std::vector<int64_t> xo = offsets(g.input, {216, 72, 12, 2}), yo = offsets(g.output, {54, 18, 6, 2});
+    std::vector<uint16_t> hx(2 * 216, encode(0)), hy(2 * 54, encode(0));
+    for (std::size_t i = 0; i < xo.size(); ++i) hx[xo[i]] = encode(x[i]);
+    for (std::size_t i = 0; i < yo.size(); ++i) hy[yo[i]] = encode(start[i]);
+    DeviceArray<uint16_t> dx(hx), dy(hy);
+    pool_exec(g, dtype, dx.t({216, 72, 12, 2}), dy.t({54, 18, 6, 2}), 1, 0.5, ExecTarget{}, ExecOptions{});
+    const std::vector<uint16_t> got = dy.get();
+    std::vector<float> picked;
+    for (int64_t i : yo) picked.push_back(decode(got[i]));
+    expect_close(picked, want, dtype == DType::Float16 ? 5e-3 : 3e-2, std::string("strided pool beta ") + dtype_name(dtype));
+    for (std::size_t i = 1; i < got.size(); i += 2) EXPECT_EQ(got[i], encode(0)) << "a write between the elements";
+  }
+}
+
+TEST(GpuDevices, AGuardLeavesTheThreadOnItsDeviceWhenTheCallersContextIsInactive) {
+  REQUIRE_GPU();
+  // DeviceGuard::restores() == 0: the caller's device has no active primary context. A primary
+  // context belongs to the process, not a thread, so a fresh thread of a process that used
+  // device 0 still sees it active, and on one GPU the guard never switches: this needs two GPUs
+  // and a fresh process (gtest's threadsafe death-test style re-runs this test in one).
+  if (device_count() < 2) GTEST_SKIP() << "needs two GPUs (see the comment)";
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        int code = 0;
+        if (primary_context_active(0) != 0) code = 2;  // the child has touched no device
+        {
+          DeviceGuard guard(1);
+          if (guard.restores() != 0) code = 3;
+        }
+        int current = -1;
+        cudaGetDevice(&current);
+        if (current != 1) code = 4;
+        if (primary_context_active(0) != 0) code = 5;  // restoring would have created it
+        std::exit(code);
+      },
+      ::testing::ExitedWithCode(0), "");
 }

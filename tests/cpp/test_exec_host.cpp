@@ -16,6 +16,7 @@
 #include "errors.hpp"
 #include "pool_exec.hpp"
 #include "runtime_info.hpp"
+#include "workspace.hpp"
 
 using namespace knetcnn;
 
@@ -155,6 +156,60 @@ TEST(AlgoSelection, FallbackStatusesByName) {
   EXPECT_FALSE(is_fallback_status(cudnn_status_name(CUDNN_STATUS_BAD_PARAM_NULL_POINTER), false));
 }
 
+// Review #3: only failures that will recur may erase a cache entry.
+TEST(AlgoSelection, OnlyNotSupportedAndBadParamAreStale) {
+  for (const char* name : {"CUDNN_STATUS_NOT_SUPPORTED", "CUDNN_STATUS_NOT_SUPPORTED_SHAPE",
+                           "CUDNN_STATUS_BAD_PARAM", "CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER"})
+    EXPECT_TRUE(is_stale_status(name)) << name;
+  for (const char* name : {"CUDNN_STATUS_EXECUTION_FAILED", "CUDNN_STATUS_EXECUTION_FAILED_CUDART",
+                           "CUDNN_STATUS_ALLOC_FAILED", "CUDNN_STATUS_INTERNAL_ERROR",
+                           "CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED"})
+    EXPECT_FALSE(is_stale_status(name)) << name;
+  // The real library's names.
+  EXPECT_TRUE(is_stale_status(cudnn_status_name(CUDNN_STATUS_NOT_SUPPORTED_SHAPE)));
+  EXPECT_TRUE(is_stale_status(cudnn_status_name(CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER)));
+  EXPECT_FALSE(is_stale_status(cudnn_status_name(CUDNN_STATUS_EXECUTION_FAILED)));
+  EXPECT_FALSE(is_stale_status(cudnn_status_name(CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED)));
+  // Every stale status is also one that moves on to the next candidate, except plain BAD_PARAM
+  // (raised at once: an argument knetcnn got wrong, not an algorithm that cannot run).
+  EXPECT_TRUE(is_fallback_status(cudnn_status_name(CUDNN_STATUS_NOT_SUPPORTED_SHAPE), true));
+}
+
+// Review #2: an invalidated capture, or a capture state the runtime cannot tell, stops the call
+// before anything touches the stream, with the runtime's own error code.
+TEST(CaptureRefusal, InvalidatedAndUnknownCaptureStatesStopTheCall) {
+  EXPECT_NO_THROW(check_capture_usable(CaptureState::None, cudaSuccess, nullptr, 0, "conv4"));
+  EXPECT_NO_THROW(check_capture_usable(CaptureState::Active, cudaSuccess, nullptr, 0, "conv4"));
+  try {
+    check_capture_usable(CaptureState::Invalidated, cudaSuccess, reinterpret_cast<cudaStream_t>(0x1234), 0, "pool");
+    FAIL() << "an invalidated capture was accepted";
+  } catch (const CudaError& e) {
+    EXPECT_EQ(e.code(), static_cast<int>(cudaErrorStreamCaptureInvalidated));
+    EXPECT_EQ(e.code_name(), "cudaErrorStreamCaptureInvalidated");
+    const std::string m = e.what();
+    EXPECT_EQ(m.rfind("pool: stream=0x1234", 0), 0u) << m;
+    EXPECT_NE(m.find("cudaStreamEndCapture"), std::string::npos) << m;
+  }
+  try {
+    check_capture_usable(CaptureState::Unknown, cudaErrorStreamCaptureImplicit, nullptr, 1, "conv4x");
+    FAIL() << "the legacy stream was accepted while a blocking stream captures";
+  } catch (const CudaError& e) {
+    EXPECT_EQ(e.code(), static_cast<int>(cudaErrorStreamCaptureImplicit));
+    EXPECT_EQ(e.code_name(), "cudaErrorStreamCaptureImplicit");
+    const std::string m = e.what();
+    EXPECT_NE(m.find("conv4x: stream=0 (the legacy default stream) on device 1"), std::string::npos) << m;
+    EXPECT_NE(m.find("blocking stream"), std::string::npos) << m;
+    EXPECT_NE(m.find("cudaStreamNonBlocking"), std::string::npos) << m;  // how to fix it
+  }
+  try {
+    check_capture_usable(CaptureState::Unknown, cudaErrorInvalidResourceHandle, cudaStreamPerThread, 0, "unpool");
+    FAIL() << "a stream that cannot be queried was accepted";
+  } catch (const CudaError& e) {
+    EXPECT_EQ(e.code(), static_cast<int>(cudaErrorInvalidResourceHandle));
+    EXPECT_NE(std::string(e.what()).find("cudaStreamPerThread"), std::string::npos) << e.what();
+  }
+}
+
 TEST(CaptureRefusal, OnlyBenchmarkSearchIsRefusedWhileCapturing) {
   for (CaptureState state : {CaptureState::Active, CaptureState::Invalidated, CaptureState::Unknown}) {
     const std::string reason = search_refusal_reason(AlgoPolicy::Benchmark, state);
@@ -204,11 +259,19 @@ TEST(ConvPlans, EveryOpDtypePolicyBuildsConsistentDescriptors) {
             // cuDNN's backward functions need dy == the forward output of (x, w): the plan's y.
             EXPECT_EQ(p.cudnn_forward_dims, lift_shape(p.y_shape)) << c.name << " " << op;
             EXPECT_EQ(p.y_through_temporary, p.y_shape != g.output) << c.name;
-            EXPECT_TRUE(keys.insert(p.key).second) << "key collision: " << p.key;
+            if (tf32 && dtype != DType::Float32) {
+              // TF32 only concerns fp32: other types share one key (review: duplicate entries).
+              options.allow_tf32 = false;
+              EXPECT_EQ(p.key, plan_conv(op, g, dtype, options, 0, 1 << 20).key);
+              EXPECT_NE(p.key.find("|tf32=0|"), std::string::npos) << p.key;
+            } else {
+              EXPECT_TRUE(keys.insert(p.key).second) << "key collision: " << p.key;
+            }
             ++plans;
           }
   }
   EXPECT_EQ(plans, 7 * 3 * 4 * 3 * 2);
+  EXPECT_EQ(keys.size(), 7u * 3 * (4 + 1) * 3);  // fp32 keys differ by tf32, the others do not
 }
 
 TEST(ConvPlans, OpsMapToTheirCudnnDirections) {
@@ -330,6 +393,36 @@ TEST_F(ExecErrors, NullPointersAreRefusedNamingOpAndArgument) {
                      {"unpool: y", "null"});
   expect_value_error([&] { unpoolx_exec(unpool, DType::Float32, fake(0), fake(1), 1, 0, target, options); },
                      {"unpoolx: dy", "null"});
+}
+
+// Review #8: an element-misaligned pointer would fault the GPU (a sticky error that ends the
+// CUDA context): refused before the device is looked at, naming the op and the argument.
+TEST_F(ExecErrors, ElementMisalignedPointersAreRefusedNamingOpAndArgument) {
+  const std::uintptr_t base = std::uintptr_t{5} << 32;
+  auto at = [](std::uintptr_t address) { return DeviceTensor{address, {}}; };
+  expect_value_error([&] { conv4_exec(conv, DType::Float32, fake(1), at(base + 2), fake(3), 1, 0, target, options); },
+                     {"conv4: x = 0x500000002", "not a multiple of 4 bytes", "float32", "aligned"});
+  expect_value_error([&] { conv4w_exec(conv, DType::Float64, fake(1), fake(2), at(base + 4), 1, 0, target, options); },
+                     {"conv4w: dw = 0x500000004", "multiple of 8 bytes", "float64"});
+  expect_value_error([&] { deconv4_exec(deconv, DType::Float16, at(base + 1), fake(2), fake(3), 1, 0, target, options); },
+                     {"deconv4: w", "multiple of 2 bytes", "float16"});
+  expect_value_error([&] { deconv4x_exec(deconv, DType::BFloat16, fake(1), fake(2), at(base + 3), 1, 0, target, options); },
+                     {"deconv4x: dx", "multiple of 2 bytes", "bfloat16"});
+  expect_value_error([&] { pool_exec(pool, DType::Float32, fake(1), at(base + 6), 1, 0, target, options); },
+                     {"pool: y", "multiple of 4 bytes"});
+  expect_value_error(
+      [&] { poolx_exec(pool, DType::Float32, fake(1), fake(2), at(base + 1), fake(4), 1, 0, target, options); },
+      {"poolx: dy", "multiple of 4 bytes"});
+  expect_value_error([&] { unpoolx_exec(unpool, DType::Float64, fake(1), at(base + 12), 1, 0, target, options); },
+                     {"unpoolx: dx", "multiple of 8 bytes"});
+  // Element-aligned but not 16-byte aligned is fine (it reaches the device, or the missing one).
+  try {
+    conv4_exec(conv, DType::Float32, fake(1), at(base + 4), fake(3), 1, 0, target, options);
+  } catch (const ArgumentError& e) {
+    EXPECT_EQ(std::string(e.what()).find("not a multiple"), std::string::npos) << e.what();
+  } catch (const std::exception&) {
+    // DeviceUnavailable here; a device-side refusal of the fake pointers on a GPU machine.
+  }
 }
 
 TEST_F(ExecErrors, GeometryOfTheOtherKindIsRefused) {
@@ -535,4 +628,32 @@ TEST(Streams, SpecialHandlesNameTheCurrentDevicesStream) {
   // Without a driver the check has nothing to ask and must not throw for the special handles.
   EXPECT_NO_THROW(check_stream_device(nullptr, 0));
   EXPECT_NO_THROW(check_stream_device(cudaStreamPerThread, 3));
+}
+
+// Review #5: the pool's release threshold follows the workspace limit, but never past a quarter
+// of the device, whatever limit a call names.
+TEST(PoolRetention, CappedAtAQuarterOfTheDeviceWithA64MiBFloor) {
+  constexpr std::size_t GiB = std::size_t{1} << 30;
+  EXPECT_EQ(pool_retention_for(0, 80 * GiB), kMinPoolRetention);
+  EXPECT_EQ(pool_retention_for(std::size_t{16} << 20, 80 * GiB), kMinPoolRetention);
+  EXPECT_EQ(pool_retention_for(GiB, 80 * GiB), 2 * GiB);
+  EXPECT_EQ(pool_retention_for(4 * 80 * GiB, 80 * GiB), 20 * GiB);  // a limit of 4x the device
+  EXPECT_EQ(pool_retention_for(SIZE_MAX, 80 * GiB), 20 * GiB);      // no overflow
+  EXPECT_EQ(pool_retention_for(GiB, 0), kMinPoolRetention);         // unknown size: the floor
+}
+
+// Review #11: releasing idle buffers is exception-safe: a buffer whose device cannot be made
+// current (here: no driver) is kept for the next release, and the others are still tried.
+TEST(DeviceMemoryRelease, AFailingBufferNeitherThrowsNorLosesTheOthers) {
+  if (device_unavailable_reason(0).empty()) GTEST_SKIP() << "a GPU is usable here: fake buffers cannot be adopted";
+  test_hooks::adopt_idle_buffer(0, reinterpret_cast<void*>(std::uintptr_t{1} << 40), 4096);
+  test_hooks::adopt_idle_buffer(3, reinterpret_cast<void*>(std::uintptr_t{2} << 40), 8192);
+  EXPECT_EQ(stream_pool_stats().idle_buffers, 2u);
+  EXPECT_NO_THROW(release_workspaces());  // no device to ask about captures, none to free on
+  const PoolStats after = stream_pool_stats();
+  EXPECT_EQ(after.idle_buffers, 2u);  // both kept: neither leaked by an exception halfway
+  EXPECT_EQ(after.idle_bytes, 4096u + 8192u);
+  EXPECT_EQ(workspace_stats().bytes, 4096u + 8192u);
+  test_hooks::forget_idle_buffers();
+  EXPECT_EQ(workspace_stats().buffers, 0u);
 }

@@ -56,6 +56,10 @@ def test_distinct_configurations_get_distinct_keys():
         assert conv_key() != base
     with knetcnn.options(allow_tf32=True):
         assert conv_key() != base
+        # TF32 concerns fp32 only: other dtypes keep one key (no duplicate cache entries).
+        tf32_keys = {d: conv_key(dtype=d) for d in ("float16", "bfloat16", "float64")}
+    for d, key in tf32_keys.items():
+        assert key == conv_key(dtype=d) and "|tf32=0|" in key, d
     with knetcnn.options(algo="benchmark"):
         assert conv_key() not in (base, variants["dilation"])
 

@@ -54,6 +54,23 @@ def test_without_a_gpu_every_op_says_why_and_how_to_fix_it(op, call, names):
     assert "install" in message or "CUDA_VISIBLE_DEVICES" in message  # how to fix it
 
 
+@pytest.mark.parametrize("op, call, names", CALLS, ids=[c[0] for c in CALLS])
+def test_element_misaligned_pointers_are_value_errors_naming_the_argument(op, call, names):
+    # A misaligned element access faults the GPU and ends the CUDA context (semantics.md section 6:
+    # no input may crash): refused before the device is looked at, whatever the device state.
+    element = {"conv4w": 8, "deconv4": 2, "deconv4w": 2}.get(op, 4)  # the dtypes CALLS use
+    for i, name in enumerate(names):
+        pointers = [fake(j + 1) for j in range(len(names))]
+        pointers[i] += element // 2 if element > 1 else 1
+        with pytest.raises(ValueError, match=rf"^{op}: {name} = 0x[0-9a-f]+ is not a multiple of {element} bytes"):
+            call(*pointers)
+    # Element-aligned (if not 16-byte aligned) passes this check.
+    pointers = [fake(j + 1) + element for j in range(len(names))]
+    with pytest.raises((knetcnn.DeviceUnavailableError, ValueError)) as e:
+        call(*pointers)
+    assert "not a multiple" not in str(e.value)
+
+
 def test_geometry_kind_dtype_and_scalings():
     with pytest.raises(ValueError, match="conv4: the geometry was built for deconv4"):
         core.exec_conv4(DECONV, "float32", fake(1), fake(2), fake(3))

@@ -117,3 +117,14 @@ def test_host_memory_is_refused():
     g = core.pool_geometry("pool", x.shape, 2, 0, None, 0, 1)
     with pytest.raises(ValueError, match="host memory"):
         core.exec_pool(g, "float32", x.ctypes.data, y.address)
+
+
+def test_misaligned_device_pointer_is_refused_before_the_gpu_sees_it():
+    # A misaligned element access would fault the GPU and end the CUDA context.
+    x = Device(np.zeros((1, 1, 4, 4), np.float32))
+    y = Device(np.zeros((1, 1, 2, 2), np.float32))
+    g = core.pool_geometry("pool", (1, 1, 4, 4), 2, 0, None, 0, 1)
+    with pytest.raises(ValueError, match=r"pool: x = 0x[0-9a-f]+ is not a multiple of 4 bytes"):
+        core.exec_pool(g, "float32", x.address + 2, y.address)
+    core.exec_pool(g, "float32", x.address, y.address)  # the context is still usable
+    np.testing.assert_array_equal(y.get(), np.zeros((1, 1, 2, 2), np.float32))
