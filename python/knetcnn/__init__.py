@@ -22,7 +22,7 @@ from .api import conv4, conv4w, conv4x, deconv4, deconv4w, deconv4x, mat, pool, 
 from .describe import describe  # noqa: E402
 from .device.knet_array import KnetArray  # noqa: E402
 from .info import info  # noqa: E402
-from .options import cache_info, clear_cache, load_cache, options, save_cache  # noqa: E402
+from .options import cache_info, clear_cache, get_options, load_cache, options, save_cache, set_options  # noqa: E402
 
 __all__ = [
     "CudaError",
@@ -41,6 +41,7 @@ __all__ = [
     "deconv4",
     "deconv4w",
     "deconv4x",
+    "get_options",
     "describe",
     "info",
     "load_cache",
@@ -49,6 +50,7 @@ __all__ = [
     "pool",
     "poolx",
     "save_cache",
+    "set_options",
     "unpool",
     "unpoolx",
 ]
