@@ -11,7 +11,12 @@ from cases import assert_close, conv_config, normal
 from knetcnn.cpu import _chunks, _conv_layouts, conv
 
 
-LAYOUTS = {"narrow": _conv_layouts.Narrow, "wide": _conv_layouts.Wide, "batchlast": _conv_layouts.BatchLast}
+LAYOUTS = {
+    "narrow": _conv_layouts.Narrow,
+    "wide": _conv_layouts.Wide,
+    "batchlast": _conv_layouts.BatchLast,
+    "phased": _conv_layouts.Phased,
+}
 
 
 @pytest.fixture(params=sorted(LAYOUTS))
@@ -33,8 +38,8 @@ def test_each_layout_matches_reference(layout):
         kw = cfg["kwargs"]
         d = len(cfg["x"]) - 2
         stride = reference.per_axis(kw["stride"], d)
-        unit = {"narrow": 0, "wide": 2, "batchlast": 1}[layout]  # trailing axes needing stride 1
-        if unit > d or any(s != 1 for s in stride[d - unit :]):
+        unit = {"narrow": 0, "wide": 2, "batchlast": 1, "phased": 0}[layout]  # trailing axes needing stride 1
+        if unit > d or any(s != 1 for s in stride[d - unit :]) or (layout == "phased" and d < 2):
             continue  # a configuration the forced layout does not fit
         checked += 1
         dtype = cfg["dtype"]
@@ -97,8 +102,8 @@ def test_choice_follows_the_cost_model_on_the_benchmark_shapes():
     choose, L = _conv_layouts.choose, _conv_layouts
     vgg = _shape((64, 64, 3, 3), (8, 64, 56, 56), padding=1)  # long rows: transposes cost more
     assert type(choose(vgg, scatter=True)) is L.Wide and type(choose(vgg, scatter=False)) is L.Narrow
-    alexnet = _shape((96, 3, 11, 11), (8, 3, 227, 227), stride=4)  # strided: only narrow fits
-    assert type(choose(alexnet, scatter=True)) is L.Narrow
+    alexnet = _shape((96, 3, 11, 11), (8, 3, 227, 227), stride=4)  # strided: phases for scatters
+    assert type(choose(alexnet, scatter=True)) is L.Phased and type(choose(alexnet, scatter=False)) is L.Narrow
     resnet = _shape((256, 256, 3, 3), (8, 256, 14, 14), padding=1)  # short rows, many of them
     assert type(choose(resnet, scatter=False)) is L.BatchLast
     lenet2 = _shape((50, 20, 5, 5), (64, 20, 12, 12))

@@ -26,7 +26,7 @@ import math
 import numpy as np
 
 from . import _chunks
-from ._layout import offset_slices, row_block
+from ._layout import offset_slices, row_block, unbuffered_rows
 from ._scratch import Scratch
 
 
@@ -56,6 +56,10 @@ class ConvShape:
         a = block.r0 * self.stride[0]
         b = (block.r1 - 1) * self.stride[0] + (self.k[0] - 1) * self.dilation[0] + 1
         return a, b
+
+    def owns(self, block: _chunks.Block) -> bool:
+        """Whether block covers whole items: then no other block adds into its part of dx."""
+        return block.r0 == 0 and block.r1 == self.y[0]
 
     def interior(self, rows: tuple[int, int]) -> tuple[tuple, slice]:
         """For a padded block of input rows [a, b): (index of its cells inside x, x's rows)."""
@@ -110,10 +114,11 @@ class Narrow:
 
     def scatter(self, dcol: np.ndarray, target: np.ndarray, b: _chunks.Block) -> None:
         dcol = self._by_offset(dcol, b)
-        for k in range(self.cv.kp):
-            # For a fixed offset distinct outputs hit distinct cells, so += on the view is exact.
-            index, length = self.tap(k, b)
-            target[index] += dcol[:, k, ..., :length].swapaxes(0, 1)
+        with unbuffered_rows(self.grid(b)[-1]):
+            for k in range(self.cv.kp):
+                # For a fixed offset distinct outputs hit distinct cells, so += on the view is exact.
+                index, length = self.tap(k, b)
+                target[index] += dcol[:, k, ..., :length].swapaxes(0, 1)
 
     def scatter_target(self, dx: np.ndarray, b: _chunks.Block, scratch: Scratch) -> np.ndarray:
         a, e = self.cv.input_rows(b)
@@ -125,7 +130,7 @@ class Narrow:
         """dx[block] += the part of a padded scatter target that lies inside x."""
         if any(self.cv.pads):
             inside, rows = self.cv.interior(self.cv.input_rows(b))
-            dx[b.n0 : b.n1, :, rows] += target[(slice(None), slice(None)) + inside]
+            _add_or_set(dx[b.n0 : b.n1, :, rows], target[(slice(None), slice(None)) + inside], self.cv.owns(b))
 
     def store(self, y: np.ndarray, b: _chunks.Block, out: np.ndarray) -> None:
         """y[block] = out, the GEMM's (O, columns)."""
@@ -139,6 +144,15 @@ class Narrow:
         out = scratch.array("dy", (part.shape[0], b.n1 - b.n0) + self.rows(b), zero=garbage)
         out[..., : self.cv.y[-1]] = part
         return out.reshape(part.shape[0], -1)
+
+
+def _add_or_set(dst: np.ndarray, src: np.ndarray, owned: bool) -> None:
+    """dst += src, or dst[...] = src where dst is still all zero and only this block writes it
+    (a strided copy costs 2-4x less than a strided add)."""
+    if owned:
+        dst[...] = src
+    else:
+        dst += src
 
 
 def _merge_last_two(a: np.ndarray, *, view: bool = False) -> np.ndarray:
@@ -195,6 +209,90 @@ class Wide(Narrow):
         rows[..., self.cv.y[-1] :] = 0
 
 
+class Phased(Wide):
+    """Wide rows for strided planes: the padded input block is split into its stride phases.
+
+    Along a plane axis with stride s, padded cell s*t + a is cell t of phase a, and a kernel
+    offset o reads phase o % s from cell o // s on, with step 1. So with each phase the offsets
+    use stored as its own (rows, width) plane, width = ceil(padded width / s), an offset's taps
+    over the block are one contiguous run per (item, channel), as in Wide: the strided accesses
+    happen once per block, building the phases (gathers) or adding them into dx (scatters),
+    instead of once per kernel offset.
+    """
+
+    def __init__(self, cv: ConvShape):
+        Narrow.__init__(self, cv)
+        self.phases = cv.stride[-2:]
+        self.width = -(-cv.padded[-1] // self.phases[1])
+        # The (row, column) phases some offset reads, each with its slot in the phase axis.
+        used = sorted({(o[-2] % self.phases[0], o[-1] % self.phases[1]) for o in cv.offsets})
+        self.slot = {phase: i for i, phase in enumerate(used)}
+
+    @staticmethod
+    def fits(cv: ConvShape) -> bool:
+        return cv.d >= 2
+
+    def _plane_rows(self, b: _chunks.Block) -> int:
+        """Rows of each phase plane: ceil(padded rows / stride)."""
+        cv = self.cv
+        a, e = cv.input_rows(b)
+        return -(-((e - a) if cv.d == 2 else cv.padded[-2]) // self.phases[0])
+
+    def _phased(self, b: _chunks.Block, scratch: Scratch, purpose: str) -> np.ndarray:
+        """Zeroed (items, C, *outer rows, phases, plane) scratch for block b."""
+        a, e = self.cv.input_rows(b)
+        outer = (e - a,) + self.cv.padded[1:-2] if self.cv.d > 2 else ()
+        shape = (b.n1 - b.n0, self.cv.c) + outer + (len(self.slot), self._plane_rows(b) * self.width)
+        return scratch.array(purpose, shape, zero=True)
+
+    def _planes(self, phased: np.ndarray, b: _chunks.Block) -> np.ndarray:
+        return phased.reshape(phased.shape[:-1] + (self._plane_rows(b), self.width))
+
+    def source(self, x: np.ndarray, b: _chunks.Block, scratch: Scratch) -> np.ndarray:
+        block = Narrow.source(self, x, b, scratch)  # padded (a view of x where nothing is padded)
+        out = self._phased(b, scratch, "phases")
+        planes = self._planes(out, b)
+        (sh, sw) = self.phases
+        for (ah, aw), i in self.slot.items():
+            part = block[..., ah::sh, aw::sw]
+            planes[..., i, : part.shape[-2], : part.shape[-1]] = part
+        return out
+
+    def tap(self, k: int, b: _chunks.Block) -> tuple[tuple, int]:
+        cv = self.cv
+        offset = cv.offsets[k]
+        grid = self.grid(b)
+        (qh, ah), (qw, aw) = divmod(offset[-2], self.phases[0]), divmod(offset[-1], self.phases[1])
+        start = qh * self.width + qw
+        # The last row's garbage tail may run past the plane: cut it (gather zeroes it).
+        length = min(grid[-1], self._plane_rows(b) * self.width - start)
+        outer = offset_slices(offset[:-2], cv.stride[:-2], grid[:-1])
+        return outer + (self.slot[ah, aw], slice(start, start + length)), length
+
+    def scatter_target(self, dx: np.ndarray, b: _chunks.Block, scratch: Scratch) -> np.ndarray:
+        return self._phased(b, scratch, "target")
+
+    def add_back(self, dx: np.ndarray, target: np.ndarray, b: _chunks.Block) -> None:
+        """dx[block] += every phase's cells that lie inside x (strided adds, one per phase)."""
+        inside, rows = self.cv.interior(self.cv.input_rows(b))
+        planes = self._planes(target, b)
+        dx_block = dx[b.n0 : b.n1, :, rows]
+        for (ah, aw), i in self.slot.items():
+            src, dst = [], []
+            for a, s, cells in zip((ah, aw), self.phases, inside[-2:]):
+                t0 = max(0, -(-(cells.start - a) // s))  # first phase cell at or after the interior
+                t1 = -(-(cells.stop - a) // s)
+                if t1 <= t0:
+                    break
+                first = a + s * t0 - cells.start  # its position inside x
+                src.append(slice(t0, t1))
+                dst.append(slice(first, first + s * (t1 - t0 - 1) + 1, s))
+            else:
+                outer = (slice(None), slice(None)) + inside[:-2]
+                part = dx_block[(slice(None), slice(None)) + (slice(None),) * len(inside[:-2]) + tuple(dst)]
+                _add_or_set(part, planes[outer + (i,) + tuple(src)], self.cv.owns(b))  # phases are disjoint
+
+
 class BatchLast(Narrow):
     """Columns ordered (*Y, item): the block's items are the innermost axis everywhere."""
 
@@ -235,8 +333,9 @@ class BatchLast(Narrow):
 
     def scatter(self, dcol: np.ndarray, target: np.ndarray, b: _chunks.Block) -> None:
         dcol = self._by_offset(dcol, b)
-        for k in range(self.cv.kp):
-            target[self.tap(k, b)[0]] += dcol[:, k]  # distinct outputs hit distinct cells
+        with unbuffered_rows(self.grid(b)[-1]):
+            for k in range(self.cv.kp):
+                target[self.tap(k, b)[0]] += dcol[:, k]  # distinct outputs hit distinct cells
 
     def scatter_target(self, dx: np.ndarray, b: _chunks.Block, scratch: Scratch) -> np.ndarray:
         return _merge_last_two(scratch.array("target", self._padded_block(b), zero=True))
@@ -244,7 +343,7 @@ class BatchLast(Narrow):
     def add_back(self, dx: np.ndarray, target: np.ndarray, b: _chunks.Block) -> None:
         inside, rows = self.cv.interior(self.cv.input_rows(b))
         cells = target.reshape(self._padded_block(b))[(slice(None),) + inside]
-        dx[b.n0 : b.n1, :, rows] += np.moveaxis(cells, -1, 0)
+        _add_or_set(dx[b.n0 : b.n1, :, rows], np.moveaxis(cells, -1, 0), self.cv.owns(b))
 
     def store(self, y: np.ndarray, b: _chunks.Block, out: np.ndarray) -> None:
         shaped = out.reshape((out.shape[0], b.r1 - b.r0) + self.cv.y[1:] + (b.n1 - b.n0,))
@@ -271,7 +370,14 @@ def choose(cv: ConvShape, *, scatter: bool):
         return BatchLast(cv)
     if scatter and Wide.fits(cv) and (cv.padded[-1] - cv.y[-1]) * MAX_GARBAGE_SHARE_INV <= cv.y[-1]:
         return Wide(cv)
+    if PHASED_GATHER or scatter:
+        phased = Phased(cv) if Phased.fits(cv) and cv.stride[-2:] != (1, 1) else None
+        if phased is not None and (phased.width - cv.y[-1]) * MAX_GARBAGE_SHARE_INV <= cv.y[-1]:
+            return phased
     return Narrow(cv)
+
+
+PHASED_GATHER = False
 
 
 ROW_NS = 20.0  # NumPy's cost per contiguous row of a strided copy or add

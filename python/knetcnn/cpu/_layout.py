@@ -6,7 +6,8 @@ sliced, negative) are read correctly; nothing builds views from raw strides.
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -62,3 +63,26 @@ def row_block(
         dst += tuple(slice(p, p + n) for p, n in zip(pads[1:], x.shape[3:]))
         out[dst] = inner[:, :, lo:hi]
     return out
+
+
+# NumPy runs a ufunc over rows that cannot be merged into one run (a block of a larger array)
+# through its buffers whenever the rows are shorter than the buffer (8192 elements by default):
+# measured here, `a += b` over rows of 300-8000 elements then costs 0.75-0.8 ns per float64
+# instead of 0.25. With a buffer no longer than the rows, NumPy calls the loop on the rows in
+# place. Shorter rows gain nothing (per-row overhead dominates) and lose with tiny buffers.
+MIN_UNBUFFERED_ROW = 256
+
+
+@contextlib.contextmanager
+def unbuffered_rows(length: int) -> Iterator[None]:
+    """Within the block, ufuncs over rows of `length` elements run unbuffered (see above)."""
+    size = length // 16 * 16  # NumPy wants a multiple of 16
+    old = np.getbufsize()
+    if length < MIN_UNBUFFERED_ROW or size >= old:
+        yield
+        return
+    np.setbufsize(size)
+    try:
+        yield
+    finally:
+        np.setbufsize(old)

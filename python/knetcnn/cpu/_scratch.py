@@ -41,6 +41,11 @@ class Scratch:
             out.fill(0)
         return out
 
+    def bool_array(self, purpose: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A C-contiguous bool array of `shape`, carved from this dtype's buffer for `purpose`."""
+        size = math.prod(shape)
+        return self.array(purpose, (-(-size // self.dtype.itemsize),)).view(np.bool_)[:size].reshape(shape)
+
     def __enter__(self) -> "Scratch":
         return self
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from . import _chunks
 from ._layout import compute_dtype, interior, offset_slices, padded
+from ._scratch import Scratch
 
 
 class _Pool:
@@ -39,6 +40,8 @@ class _Pool:
         self.mode = g.cudnn_mode if mode is None else mode
         self.nan_opt = g.nan_opt
         self.offsets = list(np.ndindex(*self.window))  # row-major: the tie-break order
+        # Windows that tile the input: every cell in at most one window, no padding.
+        self.tiled = self.stride == self.window and not any(self.pads)
 
     def cells(self, offset) -> tuple:
         """Index, into the padded input, of cell `offset` of every window."""
@@ -118,6 +121,19 @@ def forward(x: np.ndarray, g, alpha: float, *, mode: int | None = None, scale: f
     return _blockwise(p, x.shape[:2] + p.y, x.dtype, dtype, block, x)
 
 
+def _tiled_blocks(p: _Pool, shape, dtype: np.dtype):
+    """(batch, channel) blocks for the tiled kernels, TILED_BLOCK_BYTES of input each."""
+    return _chunks.channel_blocks(shape[0], shape[1], dtype.itemsize * math.prod(p.x), TILED_BLOCK_BYTES)
+
+
+def _gather_cells(p: _Pool, x: np.ndarray, scratch) -> np.ndarray:
+    """(K, windows) contiguous scratch: row k holds cell k (row-major) of every window of x."""
+    cells = scratch.array("pool cells", (len(p.offsets), x.shape[0], x.shape[1]) + p.y)
+    for k, offset in enumerate(p.offsets):
+        cells[k] = x[p.cells(offset)]
+    return cells.reshape(len(p.offsets), -1)
+
+
 def _average_backward(p: _Pool, dy: np.ndarray, scale: float, dtype: np.dtype, out_dtype) -> np.ndarray:
     """Every in-bounds cell of a window receives scale * dy / divisor."""
 
@@ -134,8 +150,65 @@ def _average_backward(p: _Pool, dy: np.ndarray, scale: float, dtype: np.dtype, o
 
 
 def _max_backward(p: _Pool, x: np.ndarray, dy: np.ndarray, alpha: float, dtype: np.dtype) -> np.ndarray:
-    block = lambda x, dy: _max_backward_block(p, x, dy, alpha, dtype)  # noqa: E731
-    return _blockwise(p, x.shape, x.dtype, dtype, block, x, dy)
+    if not p.tiled:
+        block = lambda x, dy: _max_backward_block(p, x, dy, alpha, dtype)  # noqa: E731
+        return _blockwise(p, x.shape, x.dtype, dtype, block, x, dy)
+    dx = np.empty(x.shape, dtype=x.dtype)
+    with Scratch(dtype) as scratch:
+        for items, chans in _tiled_blocks(p, x.shape, dtype):
+            xb, dyb, out = x[items, chans], dy[items, chans], dx[items, chans]
+            if not _max_backward_tiled(p, xb, dyb, alpha, out, scratch):
+                out[...] = _max_backward_block(p, xb, dyb, alpha, dtype)
+    return dx
+
+
+# Blocks of the tiled max-pool gradient: larger than the general path's, since each of its steps
+# is one NumPy call over a whole block (measured: 4 MiB runs VGG-sized float64 input 10% faster
+# than 1 MiB, 30% faster than 256 KiB).
+TILED_BLOCK_BYTES = 4 << 20
+
+
+def _max_backward_tiled(p: _Pool, x: np.ndarray, dy: np.ndarray, alpha: float, out: np.ndarray, scratch) -> bool:
+    """Max-pool gradient of windows that tile x (stride == window, no padding) into `out`.
+
+    Each window offset's cells are copied into one contiguous row of (K, windows) scratch, so
+    every later step is a single NumPy call over contiguous memory (an op on a strided view pays
+    ~20 ns per row of the output grid; a copy, less than half that). The rows are then routed in
+    row-major order: row k takes the share of the windows whose maximum it holds and that no
+    earlier row took (`s * hit`, then `s -= that`), and the gradient rows are copied back.
+    Returns False, having written nothing, for blocks with NaN in x or a non-finite share (the
+    exact `s * hit` routing needs finite shares): the general path handles those.
+    """
+    count = len(p.offsets)
+    windows = math.prod(dy.shape)
+    rows = _gather_cells(p, x, scratch)
+    best = scratch.array("pool best", (windows,))
+    share = scratch.array("pool share", dy.shape)
+    hit = scratch.bool_array("pool hit", (windows,))
+    np.multiply(dy, alpha, out=share, dtype=share.dtype)
+    share = share.reshape(windows)
+    if count == 1:
+        np.copyto(best, rows[0])
+    else:
+        np.maximum(rows[0], rows[1], out=best)
+    for k in range(2, count):
+        np.maximum(best, rows[k], out=best)
+    # Sums of squares (one BLAS call each): NaN iff a NaN is present; not finite also for
+    # infinite shares (the routing would compute inf - inf), or for merely huge ones.
+    if np.isnan(np.dot(best, best)) or not np.isfinite(np.dot(share, share)):
+        return False
+    for k in range(count - 1):
+        np.equal(rows[k], best, out=hit)
+        np.multiply(share, hit, out=rows[k])
+        np.subtract(share, rows[k], out=share if k + 2 < count else rows[count - 1])
+    if count == 1:
+        np.copyto(rows[0], share)
+    cols = rows.reshape((count,) + dy.shape)
+    for k, offset in enumerate(p.offsets):
+        out[p.cells(offset)] = cols[k]
+    for axis, (n, k) in enumerate(zip(p.y, p.window)):  # cells past the last whole window
+        out[(slice(None),) * (2 + axis) + (slice(n * k, None),)] = 0
+    return True
 
 
 def _max_backward_block(p: _Pool, x: np.ndarray, dy: np.ndarray, alpha: float, dtype: np.dtype) -> np.ndarray:
@@ -152,16 +225,20 @@ def _max_backward_block(p: _Pool, x: np.ndarray, dy: np.ndarray, alpha: float, d
     hit = np.empty(best.shape, dtype=bool)
     done = np.zeros(best.shape, dtype=bool)
     routed = None if tiled else np.empty(best.shape, dtype=dtype)
+    # hit * share puts inf * 0 = NaN into the cells an infinite share does not go to.
+    finite = np.isfinite(np.dot(share.ravel(), share.ravel()))
     for k, offset in enumerate(p.offsets):
         np.equal(xp[p.cells(offset)], best, out=hit)
         np.greater(hit, done, out=hit)  # hit and not done
         if k + 1 < len(p.offsets):
             np.logical_or(done, hit, out=done)
         target = dxp[p.cells(offset)]
-        if tiled:
-            np.multiply(hit, share, out=target)
+        out = target if tiled else routed
+        if finite:
+            np.multiply(hit, share, out=out)
         else:
-            np.multiply(hit, share, out=routed)
+            np.copyto(out, np.where(hit, share, 0))
+        if not tiled:
             target += routed  # for a fixed offset distinct windows own distinct cells
     return dxp[interior(p.pads, p.x)]
 
