@@ -118,10 +118,17 @@ def test_phased_layout_builds_only_the_phases_its_offsets_read():
 
 def test_unbuffered_rows_restores_the_buffer_size():
     before = np.getbufsize()
-    with _layout.unbuffered_rows(1000):
+    with _layout.unbuffered_rows(1000, 8):
         assert np.getbufsize() == 992
-    with _layout.unbuffered_rows(100):  # short rows: left alone
+    with _layout.unbuffered_rows(40, 8):  # short rows: left alone
         assert np.getbufsize() == before
-    with pytest.raises(RuntimeError), _layout.unbuffered_rows(4000):
+    with pytest.raises(RuntimeError), _layout.unbuffered_rows(4000, 4):
         raise RuntimeError
     assert np.getbufsize() == before
+
+
+def test_block_target_is_read_at_call_time(monkeypatch):
+    # plan()'s default target was bound at import, so patching TARGET_BYTES changed nothing.
+    whole = list(_chunks.plan(8, 10, 1000, 0))
+    monkeypatch.setattr(_chunks, "TARGET_BYTES", 20_000)
+    assert len(whole) == 1 and len(list(_chunks.plan(8, 10, 1000, 0))) == 4

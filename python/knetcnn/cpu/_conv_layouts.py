@@ -114,7 +114,7 @@ class Narrow:
 
     def scatter(self, dcol: np.ndarray, target: np.ndarray, b: _chunks.Block) -> None:
         dcol = self._by_offset(dcol, b)
-        with unbuffered_rows(self.grid(b)[-1]):
+        with unbuffered_rows(self.grid(b)[-1], dcol.itemsize):
             for k in range(self.cv.kp):
                 # For a fixed offset distinct outputs hit distinct cells, so += on the view is exact.
                 index, length = self.tap(k, b)
@@ -333,7 +333,7 @@ class BatchLast(Narrow):
 
     def scatter(self, dcol: np.ndarray, target: np.ndarray, b: _chunks.Block) -> None:
         dcol = self._by_offset(dcol, b)
-        with unbuffered_rows(self.grid(b)[-1]):
+        with unbuffered_rows(self.grid(b)[-1], dcol.itemsize):
             for k in range(self.cv.kp):
                 target[self.tap(k, b)[0]] += dcol[:, k]  # distinct outputs hit distinct cells
 
@@ -370,16 +370,18 @@ def choose(cv: ConvShape, *, scatter: bool):
         return BatchLast(cv)
     if scatter and Wide.fits(cv) and (cv.padded[-1] - cv.y[-1]) * MAX_GARBAGE_SHARE_INV <= cv.y[-1]:
         return Wide(cv)
-    if PHASED_GATHER or scatter:
-        phased = Phased(cv) if Phased.fits(cv) and cv.stride[-2:] != (1, 1) else None
-        if phased is not None and (phased.width - cv.y[-1]) * MAX_GARBAGE_SHARE_INV <= cv.y[-1]:
+    # Phases pay where the narrow layout's strided accesses cost most: for scatters (adds) at any
+    # stride, for gathers (copies) only at large strides, whose taps use little of each cache line.
+    if Phased.fits(cv) and max(cv.stride[-2:]) > 1 and (scatter or min(cv.stride[-2:]) >= PHASED_GATHER_STRIDE):
+        phased = Phased(cv)
+        if (phased.width - cv.y[-1]) * MAX_GARBAGE_SHARE_INV <= cv.y[-1]:
             return phased
     return Narrow(cv)
 
 
-PHASED_GATHER = False
-
-
+# Measured against Narrow for gathers: AlexNet's stem (stride 4) 0.93-0.98x, stride 2 (3x3 and
+# 1x1 kernels) 0.95-1.09x: no gain there.
+PHASED_GATHER_STRIDE = 3
 ROW_NS = 20.0  # NumPy's cost per contiguous row of a strided copy or add
 TRANSPOSE_NS = 3.0  # per element of an element-by-element transposing copy
 MAX_GARBAGE_SHARE_INV = 16  # Wide: at most 1 garbage column per 16 real ones
