@@ -112,3 +112,4 @@ def test_choice_follows_the_cost_model_on_the_benchmark_shapes():
     assert type(choose(lenet2, scatter=True)) is L.BatchLast
     lenet1 = _shape((20, 1, 5, 5), (64, 1, 28, 28))  # one channel: few rows to save
     assert type(choose(lenet1, scatter=False)) is L.Narrow
+    assert type(choose(lenet1, scatter=True)) is L.Wide  # 1/6 garbage, but only 20 outputs each

@@ -368,7 +368,7 @@ def choose(cv: ConvShape, *, scatter: bool):
     transposed = (cv.n * cv.c * math.prod(cv.x)) + (cv.n * cv.o * math.prod(cv.y))
     if BatchLast.fits(cv) and ROW_NS * rows * (cv.n - 1) > TRANSPOSE_NS * transposed:
         return BatchLast(cv)
-    if scatter and Wide.fits(cv) and (cv.padded[-1] - cv.y[-1]) * MAX_GARBAGE_SHARE_INV <= cv.y[-1]:
+    if scatter and Wide.fits(cv) and (cv.padded[-1] - cv.y[-1]) * cv.og <= WIDE_GARBAGE_MACS * cv.y[-1]:
         return Wide(cv)
     # Phases pay where the narrow layout's strided accesses cost most: for scatters (adds) at any
     # stride, for gathers (copies) only at large strides, whose taps use little of each cache line.
@@ -384,4 +384,9 @@ def choose(cv: ConvShape, *, scatter: bool):
 PHASED_GATHER_STRIDE = 3
 ROW_NS = 20.0  # NumPy's cost per contiguous row of a strided copy or add
 TRANSPOSE_NS = 3.0  # per element of an element-by-element transposing copy
-MAX_GARBAGE_SHARE_INV = 16  # Wide: at most 1 garbage column per 16 real ones
+MAX_GARBAGE_SHARE_INV = 16  # Phased: at most 1 garbage column per 16 real ones
+# Wide scatters: at most this many extra GEMM multiply-adds (garbage share x O per group) per
+# real column element. A garbage column costs O MACs (~0.02 ns each); the long rows save the
+# narrow layout's ~1 ns per element of adds over short rows. LeNet's first layer (1/6 garbage,
+# O = 20): conv4x 0.81-0.83x with Wide; ResNet's 14x14 (1/7, O = 256): 1.03-1.23x.
+WIDE_GARBAGE_MACS = 8
