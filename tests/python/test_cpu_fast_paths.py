@@ -1,6 +1,6 @@
 """The CPU backend's fast paths, forced on for small shapes and compared with the loop reference:
-the tiled max-pool gradient (stride == window, no padding), its fallback for NaN windows and
-infinite gradients, the phased im2col layout for strided convolutions in small blocks, and the
+tiled max pooling and its gradient (stride == window, no padding), the gradient's fallback for
+NaN windows and infinite gradients, the phased im2col layout for strided convolutions in small blocks, and the
 scoped NumPy buffer size."""
 
 import numpy as np
@@ -8,7 +8,7 @@ import pytest
 
 import knetcnn
 import reference
-from cases import DTYPES, assert_close, normal, pool_data
+from cases import DTYPES, assert_close, finite_max, normal, pool_data
 from knetcnn.cpu import _chunks, _conv_layouts, _layout, conv, pool
 
 
@@ -24,7 +24,7 @@ def _tiled_config(rng):
 
 
 @pytest.mark.parametrize("block", [None, 1])  # one block per call, or one (item, channel) each
-def test_tiled_max_pool_gradient_matches_reference(monkeypatch, block):
+def test_tiled_max_pool_and_gradient_match_reference(monkeypatch, block):
     if block is not None:
         monkeypatch.setattr(pool, "TILED_BLOCK_BYTES", block)
     rng = np.random.default_rng(101)
@@ -35,6 +35,7 @@ def test_tiled_max_pool_gradient_matches_reference(monkeypatch, block):
         if rng.random() < 0.2:
             x[rng.random(shape) < 0.1] = np.inf
         y = knetcnn.pool(x, **kw)
+        assert_close(y, reference.pool(x, dtype=dtype, **kw), abs(kw["alpha"]) * finite_max(x), dtype, f"pool {shape} {kw}")
         dy = normal(rng, y.shape, dtype)
         if rng.random() < 0.2:
             dy[rng.random(y.shape) < 0.2] = rng.choice([np.inf, -np.inf])
