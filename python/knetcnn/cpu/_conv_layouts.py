@@ -1,11 +1,12 @@
-"""Where a convolution block's positions sit in memory: three im2col layouts.
+"""Where a convolution block's positions sit in memory: four im2col layouts.
 
 A block is a range of batch items times a range of output rows along the first spatial axis
 (see _chunks). Per block a layout builds the padded input (`source`) and moves data between
 conv4's arrays and the GEMM's (channels, K, columns) / (channels, columns) matrices: `gather`
 (im2col), `scatter` (col2im, added into `scatter_target`, then `add_back` into dx), `store`
 (GEMM result into y) and `load` (dy as a GEMM operand). NumPy pays a fixed cost (~20 ns) per
-contiguous row it copies or adds, so the layouts differ in how long those rows are:
+contiguous row it copies or adds, and adds rows shorter than its buffer through that buffer
+(see _layout.unbuffered_rows), so the layouts differ in how long those rows are:
 
 - Narrow: columns ordered (item, *Y); a kernel offset's taps are rows of Y[-1] cells.
 - Wide (stride 1 on the last two axes): every output row is computed over the padded width Wp
@@ -15,8 +16,11 @@ contiguous row it copies or adds, so the layouts differ in how long those rows a
   are finite (inf * 0 = NaN).
 - BatchLast (stride 1 on the last axis): the input is transposed to (C, *X, N), so an offset's
   taps are rows of Y[-1] * items cells, at the price of transposing x and y (or dy, dx) once.
+- Phased (any strides, d >= 2): Wide on the stride phases of the plane. The padded block is
+  split once into the phases its offsets read, each a (rows, ceil(Wp / s)) plane in which an
+  offset's taps are again one contiguous run; scatters add the phases back into dx once.
 
-`choose` picks by a cost model of those two prices.
+`choose` picks by a cost model of those prices.
 """
 
 from __future__ import annotations
@@ -361,8 +365,9 @@ def choose(cv: ConvShape, *, scatter: bool):
 
     BatchLast saves ROW_NS per row for (items - 1) of every item's rows, and costs TRANSPOSE_NS
     per element of the input and output it transposes. Wide pays off only for scatters (adds are
-    what NumPy does worst on short rows) with little garbage; gathers are memory-bound and gain
-    nothing from it.
+    what NumPy does worst on short rows) whose garbage costs few GEMM multiply-adds; gathers are
+    memory-bound and gain nothing from it. Phased replaces Narrow's strided taps for scatters at
+    any stride and for gathers at large strides, where little garbage comes with it.
     """
     rows = cv.c * cv.kp * math.prod(cv.y[:-1])  # per item: the narrow layout's row count
     transposed = (cv.n * cv.c * math.prod(cv.x)) + (cv.n * cv.o * math.prod(cv.y))

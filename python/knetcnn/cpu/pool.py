@@ -1,7 +1,11 @@
 """Pooling on the CPU: max and average pooling, their gradients, and Knet's unpool.
 
 Every kernel loops over window offsets only; each step works on one strided view covering every
-(batch, channel, output position) at once. Sizes come from the core's geometry `g`, in pool's
+(batch, channel, output position) of a cache-sized block at once. Windows that tile the input
+(stride == window, no padding: the usual 2x2 pooling) have faster paths, since a NumPy op on a
+strided view pays per row of the output grid: 2-D max pooling reduces whole rows, then 1-D
+strided columns; the max-pool gradient copies each window offset's cells into contiguous rows
+first (blocks with NaN or non-finite gradients take the general path). Sizes come from the core's geometry `g`, in pool's
 forward terms: input (N, C, *X) -> output (N, C, *Y). For unpool the geometry is transposed
 (input is unpool's result, output is its x), so unpool is an average-pool backward and unpoolx an
 average-pool forward on the same geometry.
