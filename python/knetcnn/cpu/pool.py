@@ -127,7 +127,7 @@ def forward(x: np.ndarray, g, alpha: float, *, mode: int | None = None, scale: f
     return _blockwise(p, x.shape[:2] + p.y, x.dtype, dtype, block, x)
 
 
-TILED_FORWARD = True
+TILED_FORWARD = True  # switch for A/B timing against the general path
 
 
 def _tiled_max_forward(p: _Pool, x: np.ndarray, dtype: np.dtype, factor: float) -> np.ndarray:
