@@ -102,11 +102,14 @@ def test_choice_follows_the_cost_model_on_the_benchmark_shapes():
     choose, L = _conv_layouts.choose, _conv_layouts
     vgg = _shape((64, 64, 3, 3), (8, 64, 56, 56), padding=1)  # long rows: transposes cost more
     assert type(choose(vgg, scatter=True)) is L.Wide and type(choose(vgg, scatter=False)) is L.Narrow
-    alexnet = _shape((96, 3, 11, 11), (8, 3, 227, 227), stride=4)  # strided: phases for scatters
-    assert type(choose(alexnet, scatter=True)) is L.Phased and type(choose(alexnet, scatter=False)) is L.Narrow
+    alexnet = _shape((96, 3, 11, 11), (8, 3, 227, 227), stride=4)  # strided: phases
+    assert type(choose(alexnet, scatter=True)) is L.Phased and type(choose(alexnet, scatter=False)) is L.Phased
+    downsample = _shape((128, 64, 3, 3), (8, 64, 56, 56), stride=2, padding=1)  # phases only to scatter
+    assert type(choose(downsample, scatter=True)) is L.Phased and type(choose(downsample, scatter=False)) is L.Narrow
     resnet = _shape((256, 256, 3, 3), (8, 256, 14, 14), padding=1)  # short rows, many of them
     assert type(choose(resnet, scatter=False)) is L.BatchLast
     lenet2 = _shape((50, 20, 5, 5), (64, 20, 12, 12))
     assert type(choose(lenet2, scatter=True)) is L.BatchLast
     lenet1 = _shape((20, 1, 5, 5), (64, 1, 28, 28))  # one channel: few rows to save
     assert type(choose(lenet1, scatter=False)) is L.Narrow
+    assert type(choose(lenet1, scatter=True)) is L.Wide  # 1/6 garbage, but only 20 outputs each

@@ -1,6 +1,6 @@
 """The CPU backend's fast paths, forced on for small shapes and compared with the loop reference:
-the tiled max-pool gradient (stride == window, no padding), its fallback for NaN windows and
-infinite gradients, the phased im2col layout for strided convolutions in small blocks, and the
+tiled max pooling and its gradient (stride == window, no padding), the gradient's fallback for
+NaN windows and infinite gradients, the phased im2col layout for strided convolutions in small blocks, and the
 scoped NumPy buffer size."""
 
 import numpy as np
@@ -8,7 +8,7 @@ import pytest
 
 import knetcnn
 import reference
-from cases import DTYPES, assert_close, normal, pool_data
+from cases import DTYPES, assert_close, finite_max, normal, pool_data
 from knetcnn.cpu import _chunks, _conv_layouts, _layout, conv, pool
 
 
@@ -24,7 +24,7 @@ def _tiled_config(rng):
 
 
 @pytest.mark.parametrize("block", [None, 1])  # one block per call, or one (item, channel) each
-def test_tiled_max_pool_gradient_matches_reference(monkeypatch, block):
+def test_tiled_max_pool_and_gradient_match_reference(monkeypatch, block):
     if block is not None:
         monkeypatch.setattr(pool, "TILED_BLOCK_BYTES", block)
     rng = np.random.default_rng(101)
@@ -35,6 +35,7 @@ def test_tiled_max_pool_gradient_matches_reference(monkeypatch, block):
         if rng.random() < 0.2:
             x[rng.random(shape) < 0.1] = np.inf
         y = knetcnn.pool(x, **kw)
+        assert_close(y, reference.pool(x, dtype=dtype, **kw), abs(kw["alpha"]) * finite_max(x), dtype, f"pool {shape} {kw}")
         dy = normal(rng, y.shape, dtype)
         if rng.random() < 0.2:
             dy[rng.random(y.shape) < 0.2] = rng.choice([np.inf, -np.inf])
@@ -118,10 +119,17 @@ def test_phased_layout_builds_only_the_phases_its_offsets_read():
 
 def test_unbuffered_rows_restores_the_buffer_size():
     before = np.getbufsize()
-    with _layout.unbuffered_rows(1000):
+    with _layout.unbuffered_rows(1000, 8):
         assert np.getbufsize() == 992
-    with _layout.unbuffered_rows(100):  # short rows: left alone
+    with _layout.unbuffered_rows(40, 8):  # short rows: left alone
         assert np.getbufsize() == before
-    with pytest.raises(RuntimeError), _layout.unbuffered_rows(4000):
+    with pytest.raises(RuntimeError), _layout.unbuffered_rows(4000, 4):
         raise RuntimeError
     assert np.getbufsize() == before
+
+
+def test_block_target_is_read_at_call_time(monkeypatch):
+    # plan()'s default target was bound at import, so patching TARGET_BYTES changed nothing.
+    whole = list(_chunks.plan(8, 10, 1000, 0))
+    monkeypatch.setattr(_chunks, "TARGET_BYTES", 20_000)
+    assert len(whole) == 1 and len(list(_chunks.plan(8, 10, 1000, 0))) == 4

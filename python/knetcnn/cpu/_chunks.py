@@ -31,8 +31,9 @@ def budget(result_bytes: int) -> int:
     return max(MIN_BUDGET_BYTES, RESULT_FACTOR * result_bytes)
 
 
-def plan(batch: int, rows: int, bytes_per_row: int, result_bytes: int, target: int = TARGET_BYTES) -> Iterator[Block]:
+def plan(batch: int, rows: int, bytes_per_row: int, result_bytes: int, target: int | None = None) -> Iterator[Block]:
     """Blocks covering batch x rows, each needing about bytes_per_row * (items * rows) scratch."""
+    target = TARGET_BYTES if target is None else target  # read per call: tests and tuning patch it
     limit = min(max(target, bytes_per_row), budget(result_bytes))
     per_item = bytes_per_row * rows
     if per_item <= limit:

@@ -1,11 +1,12 @@
-"""Where a convolution block's positions sit in memory: three im2col layouts.
+"""Where a convolution block's positions sit in memory: four im2col layouts.
 
 A block is a range of batch items times a range of output rows along the first spatial axis
 (see _chunks). Per block a layout builds the padded input (`source`) and moves data between
 conv4's arrays and the GEMM's (channels, K, columns) / (channels, columns) matrices: `gather`
 (im2col), `scatter` (col2im, added into `scatter_target`, then `add_back` into dx), `store`
 (GEMM result into y) and `load` (dy as a GEMM operand). NumPy pays a fixed cost (~20 ns) per
-contiguous row it copies or adds, so the layouts differ in how long those rows are:
+contiguous row it copies or adds, and adds rows shorter than its buffer through that buffer
+(see _layout.unbuffered_rows), so the layouts differ in how long those rows are:
 
 - Narrow: columns ordered (item, *Y); a kernel offset's taps are rows of Y[-1] cells.
 - Wide (stride 1 on the last two axes): every output row is computed over the padded width Wp
@@ -15,8 +16,11 @@ contiguous row it copies or adds, so the layouts differ in how long those rows a
   are finite (inf * 0 = NaN).
 - BatchLast (stride 1 on the last axis): the input is transposed to (C, *X, N), so an offset's
   taps are rows of Y[-1] * items cells, at the price of transposing x and y (or dy, dx) once.
+- Phased (any strides, d >= 2): Wide on the stride phases of the plane. The padded block is
+  split once into the phases its offsets read, each a (rows, ceil(Wp / s)) plane in which an
+  offset's taps are again one contiguous run; scatters add the phases back into dx once.
 
-`choose` picks by a cost model of those two prices.
+`choose` picks by a cost model of those prices.
 """
 
 from __future__ import annotations
@@ -114,7 +118,7 @@ class Narrow:
 
     def scatter(self, dcol: np.ndarray, target: np.ndarray, b: _chunks.Block) -> None:
         dcol = self._by_offset(dcol, b)
-        with unbuffered_rows(self.grid(b)[-1]):
+        with unbuffered_rows(self.grid(b)[-1], dcol.itemsize):
             for k in range(self.cv.kp):
                 # For a fixed offset distinct outputs hit distinct cells, so += on the view is exact.
                 index, length = self.tap(k, b)
@@ -333,7 +337,7 @@ class BatchLast(Narrow):
 
     def scatter(self, dcol: np.ndarray, target: np.ndarray, b: _chunks.Block) -> None:
         dcol = self._by_offset(dcol, b)
-        with unbuffered_rows(self.grid(b)[-1]):
+        with unbuffered_rows(self.grid(b)[-1], dcol.itemsize):
             for k in range(self.cv.kp):
                 target[self.tap(k, b)[0]] += dcol[:, k]  # distinct outputs hit distinct cells
 
@@ -361,25 +365,33 @@ def choose(cv: ConvShape, *, scatter: bool):
 
     BatchLast saves ROW_NS per row for (items - 1) of every item's rows, and costs TRANSPOSE_NS
     per element of the input and output it transposes. Wide pays off only for scatters (adds are
-    what NumPy does worst on short rows) with little garbage; gathers are memory-bound and gain
-    nothing from it.
+    what NumPy does worst on short rows) whose garbage costs few GEMM multiply-adds; gathers are
+    memory-bound and gain nothing from it. Phased replaces Narrow's strided taps for scatters at
+    any stride and for gathers at large strides, where little garbage comes with it.
     """
     rows = cv.c * cv.kp * math.prod(cv.y[:-1])  # per item: the narrow layout's row count
     transposed = (cv.n * cv.c * math.prod(cv.x)) + (cv.n * cv.o * math.prod(cv.y))
     if BatchLast.fits(cv) and ROW_NS * rows * (cv.n - 1) > TRANSPOSE_NS * transposed:
         return BatchLast(cv)
-    if scatter and Wide.fits(cv) and (cv.padded[-1] - cv.y[-1]) * MAX_GARBAGE_SHARE_INV <= cv.y[-1]:
+    if scatter and Wide.fits(cv) and (cv.padded[-1] - cv.y[-1]) * cv.og <= WIDE_GARBAGE_MACS * cv.y[-1]:
         return Wide(cv)
-    if PHASED_GATHER or scatter:
-        phased = Phased(cv) if Phased.fits(cv) and cv.stride[-2:] != (1, 1) else None
-        if phased is not None and (phased.width - cv.y[-1]) * MAX_GARBAGE_SHARE_INV <= cv.y[-1]:
+    # Phases pay where the narrow layout's strided accesses cost most: for scatters (adds) at any
+    # stride, for gathers (copies) only at large strides, whose taps use little of each cache line.
+    if Phased.fits(cv) and max(cv.stride[-2:]) > 1 and (scatter or min(cv.stride[-2:]) >= PHASED_GATHER_STRIDE):
+        phased = Phased(cv)
+        if (phased.width - cv.y[-1]) * MAX_GARBAGE_SHARE_INV <= cv.y[-1]:
             return phased
     return Narrow(cv)
 
 
-PHASED_GATHER = False
-
-
+# Measured against Narrow for gathers: AlexNet's stem (stride 4) 0.93-0.98x, stride 2 (3x3 and
+# 1x1 kernels) 0.95-1.09x: no gain there.
+PHASED_GATHER_STRIDE = 3
 ROW_NS = 20.0  # NumPy's cost per contiguous row of a strided copy or add
 TRANSPOSE_NS = 3.0  # per element of an element-by-element transposing copy
-MAX_GARBAGE_SHARE_INV = 16  # Wide: at most 1 garbage column per 16 real ones
+MAX_GARBAGE_SHARE_INV = 16  # Phased: at most 1 garbage column per 16 real ones
+# Wide scatters: at most this many extra GEMM multiply-adds (garbage share x O per group) per
+# real column element. A garbage column costs O MACs (~0.02 ns each); the long rows save the
+# narrow layout's ~1 ns per element of adds over short rows. LeNet's first layer (1/6 garbage,
+# O = 20): conv4x 0.81-0.83x with Wide; ResNet's 14x14 (1/7, O = 256): 1.03-1.23x.
+WIDE_GARBAGE_MACS = 8

@@ -1,7 +1,11 @@
 """Pooling on the CPU: max and average pooling, their gradients, and Knet's unpool.
 
 Every kernel loops over window offsets only; each step works on one strided view covering every
-(batch, channel, output position) at once. Sizes come from the core's geometry `g`, in pool's
+(batch, channel, output position) of a cache-sized block at once. Windows that tile the input
+(stride == window, no padding: the usual 2x2 pooling) have faster paths, since a NumPy op on a
+strided view pays per row of the output grid: 2-D max pooling reduces whole rows, then 1-D
+strided columns; the max-pool gradient copies each window offset's cells into contiguous rows
+first (blocks with NaN or non-finite gradients take the general path). Sizes come from the core's geometry `g`, in pool's
 forward terms: input (N, C, *X) -> output (N, C, *Y). For unpool the geometry is transposed
 (input is unpool's result, output is its x), so unpool is an average-pool backward and unpoolx an
 average-pool forward on the same geometry.
@@ -24,7 +28,7 @@ import math
 import numpy as np
 
 from . import _chunks
-from ._layout import compute_dtype, interior, offset_slices, padded
+from ._layout import compute_dtype, interior, offset_slices, padded, unbuffered_rows
 from ._scratch import Scratch
 
 
@@ -118,7 +122,49 @@ def forward(x: np.ndarray, g, alpha: float, *, mode: int | None = None, scale: f
         acc *= factor
         return acc
 
+    if p.tiled and len(p.y) == 2 and p.mode in (0, 3) and TILED_FORWARD:
+        return _tiled_max_forward(p, x, dtype, factor)
     return _blockwise(p, x.shape[:2] + p.y, x.dtype, dtype, block, x)
+
+
+TILED_FORWARD = True  # switch for A/B timing against the general path
+
+
+def _tiled_max_forward(p: _Pool, x: np.ndarray, dtype: np.dtype, factor: float) -> np.ndarray:
+    """2-D max pool of windows that tile x: rows first, then columns, over whole blocks.
+
+    The row maxima combine whole rows of x (long runs, one call per window row); their rows,
+    stored back to back, make one contiguous run in which the windows' columns are steps of
+    the window width, so the column maxima are one 1-D strided call each. Max is exact, so the
+    order of the comparisons changes nothing.
+    """
+    (kh, kw), (yh, yw) = p.window, p.y
+    combine = np.maximum if p.nan_opt == 1 else np.fmax
+    y = np.empty(x.shape[:2] + p.y, dtype=x.dtype)
+    with Scratch(dtype) as scratch:
+        for items, chans in _tiled_blocks(p, x.shape, dtype):
+            crop = x[items, chans][..., : yh * kh, : yw * kw]
+            rows = scratch.array("pool rows", crop.shape[:2] + (yh, yw * kw))
+            with unbuffered_rows(yw * kw, x.itemsize):
+                if kh == 1:
+                    np.copyto(rows, crop)
+                else:
+                    combine(crop[..., 0::kh, :], crop[..., 1::kh, :], out=rows)
+                for i in range(2, kh):
+                    combine(rows, crop[..., i::kh, :], out=rows)
+            flat = rows.reshape(-1)
+            acc = scratch.array("pool acc", (flat.size // kw,))
+            if kw == 1:
+                np.copyto(acc, flat)
+            else:
+                combine(flat[0::kw], flat[1::kw], out=acc)
+            for j in range(2, kw):
+                combine(acc, flat[j::kw], out=acc)
+            if p.nan_opt == 0:
+                acc[np.isnan(acc)] = -np.finfo(x.dtype).max
+            out = y[items, chans]
+            np.multiply(acc.reshape(out.shape), factor, out=out, casting="unsafe")
+    return y
 
 
 def _tiled_blocks(p: _Pool, shape, dtype: np.dtype):
