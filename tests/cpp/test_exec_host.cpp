@@ -14,6 +14,7 @@
 #include "cudnn_check.hpp"
 #include "device_memory.hpp"
 #include "errors.hpp"
+#include "expect_errors.hpp"
 #include "pool_exec.hpp"
 #include "runtime_info.hpp"
 #include "workspace.hpp"
@@ -41,19 +42,6 @@ PoolOptions pool_opts(int64_t window, int64_t padding, int64_t stride, int mode)
   o.stride = AxisArg::all(stride);
   o.mode = mode;
   return o;
-}
-
-template <typename F>
-void expect_value_error(F call, std::initializer_list<const char*> needles) {
-  try {
-    call();
-    FAIL() << "expected an ArgumentError";
-  } catch (const ArgumentError& e) {
-    EXPECT_EQ(e.kind(), ArgumentError::Kind::Value) << e.what();
-    for (const char* needle : needles)
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)
-          << "message '" << e.what() << "' lacks '" << needle << "'";
-  }
 }
 
 // Fake but non-null, distinct, well-separated addresses: nothing is ever read through them.

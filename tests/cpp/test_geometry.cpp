@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "errors.hpp"
+#include "expect_errors.hpp"
 #include "geometry.hpp"
 
 using namespace knetcnn;
@@ -16,19 +17,6 @@ ConvOptions conv_opts(AxisArg padding, AxisArg stride, AxisArg dilation, int mod
   o.mode = mode;
   o.group = group;
   return o;
-}
-
-// Runs `call`, expects a ValueError-kind ArgumentError whose message contains every `needle`.
-template <typename F>
-void expect_value_error(F call, std::initializer_list<const char*> needles) {
-  try {
-    call();
-    FAIL() << "expected an ArgumentError";
-  } catch (const ArgumentError& e) {
-    EXPECT_EQ(e.kind(), ArgumentError::Kind::Value);
-    for (const char* needle : needles) EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)
-        << "message '" << e.what() << "' lacks '" << needle << "'";
-  }
 }
 
 }  // namespace
