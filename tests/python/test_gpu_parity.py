@@ -39,30 +39,22 @@ def compare(lib, op, arrays, kw, dtype, what):
     assert_close(ours, cpu, scale, dtype, f"{lib} {op} {what}", terms=GPU_TERMS)
 
 
-@pytest.mark.parametrize("lib", LIBRARIES)
-def test_conv_family_matches_cpu(lib):
-    rng = np.random.default_rng(7)
-    for _ in range(CONFIGS):
-        cfg = conv_config(rng)
-        dtype, kw = cfg["dtype"], cfg["kwargs"]
-        w, x = normal(rng, cfg["w"], dtype), normal(rng, cfg["x"], dtype)
-        dy = normal(rng, knetcnn.conv4(w, x, **kw).shape, dtype)
-        compare(lib, "conv4", (w, x), kw, dtype, cfg)
-        compare(lib, "conv4x", (w, x, dy), kw, dtype, cfg)
-        compare(lib, "conv4w", (w, x, dy), kw, dtype, cfg)
+# (forward op, config generator, seed): the gradient calls are the forward's name + "x" / "w".
+CONV_FAMILIES = [("conv4", conv_config, 7), ("deconv4", deconv_config, 8)]
 
 
+@pytest.mark.parametrize("forward, make_config, seed", CONV_FAMILIES, ids=[f[0] for f in CONV_FAMILIES])
 @pytest.mark.parametrize("lib", LIBRARIES)
-def test_deconv_family_matches_cpu(lib):
-    rng = np.random.default_rng(8)
+def test_convolution_families_match_cpu(lib, forward, make_config, seed):
+    rng = np.random.default_rng(seed)
     for _ in range(CONFIGS):
-        cfg = deconv_config(rng)
+        cfg = make_config(rng)
         dtype, kw = cfg["dtype"], cfg["kwargs"]
         w, x = normal(rng, cfg["w"], dtype), normal(rng, cfg["x"], dtype)
-        dy = normal(rng, knetcnn.deconv4(w, x, **kw).shape, dtype)
-        compare(lib, "deconv4", (w, x), kw, dtype, cfg)
-        compare(lib, "deconv4x", (w, x, dy), kw, dtype, cfg)
-        compare(lib, "deconv4w", (w, x, dy), kw, dtype, cfg)
+        dy = normal(rng, getattr(knetcnn, forward)(w, x, **kw).shape, dtype)
+        compare(lib, forward, (w, x), kw, dtype, cfg)
+        compare(lib, forward + "x", (w, x, dy), kw, dtype, cfg)
+        compare(lib, forward + "w", (w, x, dy), kw, dtype, cfg)
 
 
 @pytest.mark.parametrize("lib", LIBRARIES)
