@@ -8,4 +8,5 @@ PYBIND11_MODULE(_knetcnn, m) {
   knetcnn::bindings::register_runtime(m);
   knetcnn::bindings::register_exec(m);
   knetcnn::bindings::register_dlpack(m);
+  knetcnn::bindings::register_cpu_pool(m);
 }

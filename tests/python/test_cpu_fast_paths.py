@@ -1,6 +1,6 @@
 """The CPU backend's fast paths, forced on for small shapes and compared with the loop reference:
-tiled max pooling and its gradient (stride == window, no padding), the gradient's fallback for
-NaN windows and infinite gradients, the phased im2col layout for strided convolutions in small blocks, and the
+max pooling and its gradient with windows that tile the input, in one kernel call and in plane
+blocks, infinite gradients, the phased im2col layout for strided convolutions in small blocks, and the
 scoped NumPy buffer size."""
 
 import numpy as np
@@ -23,10 +23,10 @@ def _tiled_config(rng):
     return shape, kw
 
 
-@pytest.mark.parametrize("block", [None, 1])  # one block per call, or one (item, channel) each
-def test_tiled_max_pool_and_gradient_match_reference(monkeypatch, block):
-    if block is not None:
-        monkeypatch.setattr(pool, "TILED_BLOCK_BYTES", block)
+@pytest.mark.parametrize("blocked", [False, True])  # one kernel call, or one (item, channel) plane per call
+def test_tiled_max_pool_and_gradient_match_reference(monkeypatch, blocked):
+    if blocked:
+        monkeypatch.setattr(_chunks, "POOL_BLOCK_BYTES", 1)
     rng = np.random.default_rng(101)
     for _ in range(150):
         shape, kw = _tiled_config(rng)
@@ -34,6 +34,8 @@ def test_tiled_max_pool_and_gradient_match_reference(monkeypatch, block):
         x = pool_data(rng, shape, dtype, str(rng.choice(["distinct", "ties", "nan"])))
         if rng.random() < 0.2:
             x[rng.random(shape) < 0.1] = np.inf
+        if blocked:
+            x = np.asfortranarray(x)  # not C-contiguous: converted plane block by plane block
         y = knetcnn.pool(x, **kw)
         assert_close(y, reference.pool(x, dtype=dtype, **kw), abs(kw["alpha"]) * finite_max(x), dtype, f"pool {shape} {kw}")
         dy = normal(rng, y.shape, dtype)
@@ -45,18 +47,44 @@ def test_tiled_max_pool_and_gradient_match_reference(monkeypatch, block):
         assert_close(got, expect, scale, dtype, f"poolx {shape} {kw}", terms=4)
 
 
-def test_tiled_path_is_taken_and_falls_back_only_where_needed(monkeypatch):
+class _CountingCore:
+    """Stands in for the compiled core in pool.py: counts kernel calls and the planes they got."""
+
+    def __init__(self, real):
+        self.real, self.planes = real, []
+
+    def __getattr__(self, name):
+        kernel = getattr(self.real, name)
+
+        def counted(g, a, *rest):
+            self.planes.append(a.shape[0] * a.shape[1])
+            return kernel(g, a, *rest)
+
+        return counted
+
+
+def test_contiguous_input_takes_one_call_and_other_input_goes_in_plane_blocks(monkeypatch):
     rng = np.random.default_rng(102)
     x = rng.standard_normal((4, 3, 8, 8))
-    x[2, 1, 3, 3] = np.nan  # one channel of one item: only its block takes the general path
+    x[2, 1, 3, 3] = np.nan
     dy = rng.standard_normal((4, 3, 4, 4))
-    fallbacks = []
-    general = pool._max_backward_block
-    monkeypatch.setattr(pool, "_max_backward_block", lambda *a: fallbacks.append(a[1].shape) or general(*a))
-    monkeypatch.setattr(pool, "TILED_BLOCK_BYTES", 8 * 64)  # one (item, channel) plane per block
-    got = knetcnn.poolx(x, knetcnn.pool(x), dy)
-    assert fallbacks == [(1, 1, 8, 8)]
-    np.testing.assert_array_equal(got, reference.poolx(x, None, dy))
+    expect = reference.poolx(x, None, dy)
+    counting = _CountingCore(pool.core)
+    monkeypatch.setattr(pool, "core", counting)
+    monkeypatch.setattr(_chunks, "POOL_BLOCK_BYTES", 8 * 64 * 2)  # two (item, channel) planes per block
+    np.testing.assert_array_equal(knetcnn.poolx(x, knetcnn.pool(x), dy), expect)
+    assert counting.planes == [12, 12]  # pool, poolx: whole arrays, no copies
+    counting.planes.clear()
+    strided = np.asfortranarray(x)
+    np.testing.assert_array_equal(knetcnn.poolx(strided, knetcnn.pool(strided), dy), expect)
+    assert sum(counting.planes) == 2 * 12 and max(counting.planes) == 2  # pool and poolx, in blocks
+    counting.planes.clear()
+    x16, dy16 = x.astype(np.float16), dy.astype(np.float16)
+    y16 = knetcnn.pool(x16)
+    counting.planes.clear()
+    half = knetcnn.poolx(x16, y16, dy16)
+    assert half.dtype == np.float16 and sum(counting.planes) == 12 and len(counting.planes) > 1  # in blocks
+    np.testing.assert_array_equal(half, reference.poolx(x16, None, dy16, dtype=np.float16))
 
 
 @pytest.mark.parametrize("window,stride", [(2, 2), (3, 1), (3, 2)])
