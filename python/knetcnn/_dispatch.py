@@ -43,9 +43,18 @@ def _describe(a) -> str:
     return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
 
+# NumPy computes a dtype's name on every access (~2 us); every call asks for it several times.
+_NUMPY_DTYPE_NAMES: dict[np.dtype, str] = {}
+
+
 def dtype_name(a) -> str:
     """'float32' for NumPy, CuPy, JAX and PyTorch arrays alike."""
     dtype = getattr(a, "dtype", None)
+    if isinstance(dtype, np.dtype):
+        name = _NUMPY_DTYPE_NAMES.get(dtype)
+        if name is None:
+            name = _NUMPY_DTYPE_NAMES.setdefault(dtype, dtype.name)
+        return name
     if dtype is None and hasattr(a, "__cuda_array_interface__"):
         return np.dtype(a.__cuda_array_interface__["typestr"]).name
     return str(getattr(dtype, "name", dtype)).replace("torch.", "")
