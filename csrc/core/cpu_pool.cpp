@@ -27,7 +27,9 @@ struct Lifted {
   int64_t in_plane = 1, out_plane = 1, window_cells = 1;
 };
 
-Lifted lift(const PoolGeometry& g, int64_t planes) {
+// `stacked` consecutive planes seen as one plane `stacked` times taller along y: valid only where
+// stackable() says windows can't straddle planes.
+Lifted lift(const PoolGeometry& g, int64_t planes, int64_t stacked = 1) {
   Lifted l;
   l.planes = planes;
   const int lead = 3 - g.spatial_dims;
@@ -41,6 +43,10 @@ Lifted lift(const PoolGeometry& g, int64_t planes) {
       axis.window = g.window[i];
       pad = g.padding[i];
       stride = g.stride[i];
+    }
+    if (a == 1) {
+      axis.in *= stacked;
+      axis.out *= stacked;
     }
     for (int64_t o = 0; o < axis.out; ++o) {
       const int64_t start = o * stride - pad;
@@ -128,134 +134,202 @@ inline T divisor(const Lifted& l, const Window& w, int mode) {
   return static_cast<T>(mode == 1 ? l.window_cells : w.z_count * w.y_count * w.x_count);
 }
 
-// One output row of windows (fixed output z and y): the in-bounds input rows they cover, in
-// row-major order, and the output columns [lo, hi) whose windows lie inside x along x, where
-// each window's cells are `window_x` consecutive-by-stride columns (the fast loops below; the
-// windows outside [lo, hi) touch padding and take the per-window path).
-struct RowOfWindows {
-  std::vector<int64_t> rows;  // offsets of input rows within the plane
-  int64_t oz = 0, oy = 0, lo = 0, hi = 0;
+// A band of windows: output rows [oy, oy + count) at output z `oz`, whose windows' in-bounds
+// input rows are `rows` for the first output row and `row_step` further on per output row (a
+// band of several rows only where no window of it reaches y's padding), and the output columns
+// [lo, hi) whose windows lie inside x (the fast loops; the others take the per-window path).
+struct Band {
+  std::vector<int64_t> rows;  // offsets within the plane of the first output row's input rows
+  int64_t oz = 0, oy = 0, count = 1, row_step = 0, lo = 0, hi = 0;
 };
 
-struct XAxis {
+// Output indices [lo, hi) of an axis whose windows lie inside the input.
+struct Interior {
   int64_t stride, pad, window, out, lo, hi;
 };
 
-XAxis x_axis(const PoolGeometry& g, const Lifted& l) {
-  const Axis& ax = l.axis[2];
-  const int last = g.spatial_dims - 1;
-  XAxis a{g.stride[last], g.padding[last], ax.window, ax.out, 0, 0};
-  a.lo = std::min((a.pad + a.stride - 1) / a.stride, a.out);  // first window starting at or after 0
-  const int64_t last_inside = ax.in - a.window + a.pad;  // start + pad of the last window ending inside
-  a.hi = last_inside < 0 ? a.lo : std::clamp(last_inside / a.stride + 1, a.lo, a.out);
+Interior interior(const Axis& axis, int64_t stride, int64_t pad) {
+  Interior a{stride, pad, axis.window, axis.out, 0, 0};
+  a.lo = std::min((pad + stride - 1) / stride, a.out);  // first window starting at or after 0
+  const int64_t last_inside = axis.in - a.window + pad;  // start + pad of the last window ending inside
+  a.hi = last_inside < 0 ? a.lo : std::clamp(last_inside / stride + 1, a.lo, a.out);
   return a;
 }
 
-// Calls f(row, first_window_index) for every output row of windows of a plane.
+// The interiors of the y and x axes (lifted).
+struct Interiors {
+  Interior y, x;
+};
+
+Interiors interiors(const PoolGeometry& g, const Lifted& l) {
+  const int d = g.spatial_dims;
+  Interiors in{interior(l.axis[1], 1, 0), interior(l.axis[2], g.stride[d - 1], g.padding[d - 1])};
+  if (d >= 2) in.y = interior(l.axis[1], g.stride[d - 2], g.padding[d - 2]);
+  return in;
+}
+
+// Calls f(band, first_window_index) over the bands covering a plane's windows.
 template <typename F>
-inline void for_each_window_row(const Lifted& l, const XAxis& xa, RowOfWindows& r, F&& f) {
+inline void for_each_band(const Lifted& l, const Interiors& in, Band& b, F&& f) {
   const Axis &az = l.axis[0], &ay = l.axis[1], &ax = l.axis[2];
-  for (r.oz = 0; r.oz < az.out; ++r.oz) {
-    for (r.oy = 0; r.oy < ay.out; ++r.oy) {
-      r.rows.clear();
-      for (int64_t z = az.begin[r.oz]; z < az.end[r.oz]; ++z)
-        for (int64_t y = ay.begin[r.oy]; y < ay.end[r.oy]; ++y) r.rows.push_back((z * ay.in + y) * ax.in);
-      r.lo = xa.lo;
-      r.hi = xa.hi;
-      f(r, (r.oz * ay.out + r.oy) * ax.out);
-    }
+  auto run = [&](int64_t oy, int64_t count) {
+    b.oy = oy;
+    b.count = count;
+    b.row_step = in.y.stride * ax.in;
+    b.rows.clear();
+    for (int64_t z = az.begin[b.oz]; z < az.end[b.oz]; ++z)
+      for (int64_t y = ay.begin[oy]; y < ay.end[oy]; ++y) b.rows.push_back((z * ay.in + y) * ax.in);
+    b.lo = in.x.lo;
+    b.hi = in.x.hi;
+    f(b, (b.oz * ay.out + oy) * ax.out);
+  };
+  for (b.oz = 0; b.oz < az.out; ++b.oz) {
+    for (int64_t oy = 0; oy < in.y.lo; ++oy) run(oy, 1);
+    if (in.y.hi > in.y.lo) run(in.y.lo, in.y.hi - in.y.lo);
+    for (int64_t oy = in.y.hi; oy < ay.out; ++oy) run(oy, 1);
   }
 }
 
-// The per-window path for output column ox of a row (windows touching padding along x).
-inline Window window_at(const Lifted& l, const RowOfWindows& r, int64_t ox) {
+// The per-window path for window (row r, column ox) of a band.
+inline Window window_at(const Lifted& l, const Band& b, int64_t r, int64_t ox) {
   const Axis &az = l.axis[0], &ay = l.axis[1], &ax = l.axis[2];
-  return Window{az.end[r.oz] - az.begin[r.oz], az.begin[r.oz] * ay.in + ay.begin[r.oy], ay.end[r.oy] - ay.begin[r.oy],
+  const int64_t oy = b.oy + r;
+  return Window{az.end[b.oz] - az.begin[b.oz], az.begin[b.oz] * ay.in + ay.begin[oy], ay.end[oy] - ay.begin[oy],
                 ax.begin[ox], ax.end[ox] - ax.begin[ox]};
 }
 
-// Offset in the plane of cell (row k, column j) of window `lo`, the first interior window of r;
-// window lo + i has it at + i * stride.
-inline int64_t interior_cell(const XAxis& xa, const RowOfWindows& r, size_t k, int64_t j) {
-  return r.rows[k] + r.lo * xa.stride + j - xa.pad;
+// Offset in the plane of cell (input row k, column j) of the band's first interior window.
+inline int64_t interior_cell(const Interior& x, const Band& b, size_t k, int64_t j) {
+  return b.rows[k] + b.lo * x.stride + j - x.pad;
 }
 
-// Per-thread scratch for one row of windows.
+// The band's interior windows as a block for the row loops; scratch and outputs are indexed
+// [r * out_x + ox], like y and dy.
+inline rows::Block block_of(const Band& b, int64_t out_x) {
+  return rows::Block{b.count, b.hi - b.lo, b.row_step, out_x};
+}
+
+// Per-thread scratch for one band of windows, indexed like the band's outputs.
 template <typename T>
-struct RowScratch {
+struct BandScratch {
   std::vector<T> best, share;
   std::vector<rows::Mask<T>> nan, done;
-  explicit RowScratch(int64_t n) : best(n), share(n), nan(n), done(n) {}
+  explicit BandScratch(int64_t n) : best(n), share(n), nan(n), done(n) {}
 };
 
-// best[lo + i] = the NaN-blind first maximum of interior window lo + i of row r, nan[lo + i]
-// whether it holds NaN.
+// Whether consecutive planes can be stacked into one taller plane: no z axis, and windows that
+// tile y exactly (stride == window, no padding, no rows left over), so none straddles planes.
+bool stackable(const PoolGeometry& g, const Lifted& one) {
+  const int d = g.spatial_dims;
+  if (d == 3) return false;
+  if (d == 1) return true;  // y is the lifted axis of size 1
+  return g.stride[0] == g.window[0] && g.padding[0] == 0 && one.axis[1].out * g.window[0] == one.axis[1].in;
+}
+
+// Planes go to the kernels in groups: stacked into one plane of about kStackBytes where
+// stackable (small planes, e.g. LeNet's 12 x 12, would otherwise pay the per-plane set-up many
+// times over), else one by one. body(lifted group, group's first plane, scratch, band) runs on
+// the parallel_for's threads; scratch is sized for the largest group.
+constexpr int64_t kStackBytes = 32 << 10;
+
+template <typename T, typename Body>
+void for_each_plane_group(const PoolGeometry& g, int64_t planes, int64_t work_per_plane, Body&& body) {
+  const Lifted one = lift(g, 1);
+  const int64_t per_group =
+      stackable(g, one) ? std::clamp<int64_t>(kStackBytes / std::max<int64_t>(1, one.in_plane * sizeof(T)), 1, planes) : 1;
+  const int64_t groups = (planes + per_group - 1) / per_group;
+  const Lifted full = lift(g, 1, per_group);
+  parallel_for(groups, work_per_plane * per_group, [&](int64_t begin, int64_t end) {
+    BandScratch<T> scratch(full.axis[1].out * full.axis[2].out);
+    Band band;
+    for (int64_t group = begin; group < end; ++group) {
+      const int64_t first = group * per_group, count = std::min(per_group, planes - first);
+      if (count == per_group) {
+        body(full, first, scratch, band);
+      } else {
+        body(lift(g, 1, count), first, scratch, band);
+      }
+    }
+  });
+}
+
+// best/nan at [r * out_x + ox] for the band's interior windows: the NaN-blind first maximum and
+// whether the window holds NaN. Returns whether any does.
 template <typename T>
-inline void interior_max(const XAxis& xa, const RowOfWindows& r, const T* plane, RowScratch<T>& s) {
-  T* best = s.best.data() + r.lo;
-  rows::Mask<T>* nan = s.nan.data() + r.lo;
-  const int64_t n = r.hi - r.lo;
-  for (size_t k = 0; k < r.rows.size(); ++k) {
-    if (xa.window == 2 && xa.stride == 2) {
-      rows::fold_max_pairs(plane + interior_cell(xa, r, k, 0), best, nan, n, k == 0);
+inline bool interior_max(const Interior& x, const Band& b, const T* plane, BandScratch<T>& s) {
+  const rows::Block block = block_of(b, x.out);
+  T* best = s.best.data() + b.lo;
+  rows::Mask<T>* nan = s.nan.data() + b.lo;
+  bool any_nan = false;
+  for (size_t k = 0; k < b.rows.size(); ++k) {
+    if (x.window == 2 && x.stride == 2) {
+      any_nan |= rows::fold_max_pairs(plane + interior_cell(x, b, k, 0), block, best, nan, k == 0);
       continue;
     }
-    for (int64_t j = 0; j < xa.window; ++j)
-      rows::fold_max(plane + interior_cell(xa, r, k, j), xa.stride, best, nan, n, k == 0 && j == 0);
+    for (int64_t j = 0; j < x.window; ++j)
+      any_nan |= rows::fold_max(plane + interior_cell(x, b, k, j), x.stride, block, best, nan, k == 0 && j == 0);
   }
+  return any_nan;
 }
 
 }  // namespace
 
 template <typename T>
 void pool_forward(const PoolGeometry& g, int64_t planes, int mode, const T* x, T* y, T scale, T all_nan_value) {
-  const Lifted l = lift(g, planes);
-  const XAxis xa = x_axis(g, l);
+  const Lifted one = lift(g, 1);
   const int nan_opt = g.nan_opt;
   const bool is_max = is_max_mode(mode);
-  parallel_for(l.planes, l.in_plane + l.out_plane, [&](int64_t begin, int64_t end) {
-    RowScratch<T> s(xa.out);
-    RowOfWindows r;
-    for (int64_t p = begin; p < end; ++p) {
-      const T* xp = x + p * l.in_plane;
-      T* yp = y + p * l.out_plane;
-      for_each_window_row(l, xa, r, [&](const RowOfWindows& r, int64_t first) {
+  for_each_plane_group<T>(g, planes, one.in_plane + one.out_plane, [&](const Lifted& l, int64_t p, BandScratch<T>& s, Band& b) {
+    const Interiors in = interiors(g, l);
+    const int64_t out_x = in.x.out;
+    {
+      const T* xp = x + p * one.in_plane;
+      T* yp = y + p * one.out_plane;
+      for_each_band(l, in, b, [&](const Band& b, int64_t first) {
         T* out = yp + first;
-        auto one_window = [&](int64_t ox) {  // the general path, window by window
-          const Window w = window_at(l, r, ox);
+        auto one_window = [&](int64_t r, int64_t ox) {  // the general path, window by window
+          const Window w = window_at(l, b, r, ox);
           if (is_max) {
             T value = all_nan_value;
             max_source(l, xp, w, nan_opt, &value);
-            out[ox] = value * scale;
+            out[r * out_x + ox] = value * scale;
           } else {
             T sum = 0;
             for_each_cell(l, w, [&](int64_t at) { sum += xp[at]; });
-            out[ox] = (sum / divisor<T>(l, w, mode)) * scale;
+            out[r * out_x + ox] = (sum / divisor<T>(l, w, mode)) * scale;
           }
         };
-        for (int64_t ox = 0; ox < r.lo; ++ox) one_window(ox);
-        for (int64_t ox = r.hi; ox < xa.out; ++ox) one_window(ox);
-        if (r.lo == r.hi) return;
+        for (int64_t r = 0; r < b.count; ++r) {
+          for (int64_t ox = 0; ox < b.lo; ++ox) one_window(r, ox);
+          for (int64_t ox = b.hi; ox < out_x; ++ox) one_window(r, ox);
+        }
+        if (b.lo == b.hi) return;
         if (is_max) {
-          interior_max(xa, r, xp, s);
-          for (int64_t ox = r.lo; ox < r.hi; ++ox) {
-            if (s.nan[ox]) one_window(ox);  // rare: the careful scan
-            else out[ox] = s.best[ox] * scale;
+          const bool any_nan = interior_max(in.x, b, xp, s);
+          for (int64_t r = 0; r < b.count; ++r) {
+            const int64_t row = r * out_x;
+            for (int64_t ox = b.lo; ox < b.hi; ++ox) out[row + ox] = s.best[row + ox] * scale;
+            if (any_nan) {  // rare: the careful scan
+              for (int64_t ox = b.lo; ox < b.hi; ++ox)
+                if (s.nan[row + ox]) one_window(r, ox);
+            }
           }
           return;
         }
         // Sums in row-major cell order, as the per-window path adds them.
-        T* __restrict sum = s.best.data() + r.lo;
-        const int64_t n = r.hi - r.lo;
-        std::fill(sum, sum + n, T(0));
-        for (size_t k = 0; k < r.rows.size(); ++k) {
-          for (int64_t j = 0; j < xa.window; ++j) {
-            const T* __restrict in = xp + interior_cell(xa, r, k, j);
-            for (int64_t i = 0; i < n; ++i) sum[i] += in[i * xa.stride];
+        const int64_t n = b.hi - b.lo;
+        for (int64_t r = 0; r < b.count; ++r) {
+          T* __restrict sum = s.best.data() + r * out_x + b.lo;
+          std::fill(sum, sum + n, T(0));
+          for (size_t k = 0; k < b.rows.size(); ++k) {
+            for (int64_t j = 0; j < in.x.window; ++j) {
+              const T* __restrict cells = xp + interior_cell(in.x, b, k, j) + r * b.row_step;
+              for (int64_t i = 0; i < n; ++i) sum[i] += cells[i * in.x.stride];
+            }
           }
-        }
-        for (int64_t ox = r.lo; ox < r.hi; ++ox) {
-          out[ox] = (s.best[ox] / divisor<T>(l, window_at(l, r, ox), mode)) * scale;
+          for (int64_t ox = b.lo; ox < b.hi; ++ox) {
+            out[r * out_x + ox] = (s.best[r * out_x + ox] / divisor<T>(l, window_at(l, b, r, ox), mode)) * scale;
+          }
         }
       });
     }
@@ -264,48 +338,47 @@ void pool_forward(const PoolGeometry& g, int64_t planes, int mode, const T* x, T
 
 template <typename T>
 void max_pool_backward(const PoolGeometry& g, int64_t planes, const T* x, const T* dy, T* dx, T alpha) {
-  const Lifted l = lift(g, planes);
-  const XAxis xa = x_axis(g, l);
+  const Lifted one = lift(g, 1);
   const int nan_opt = g.nan_opt;
-  parallel_for(l.planes, 2 * l.in_plane + l.out_plane, [&](int64_t begin, int64_t end) {
-    RowScratch<T> s(xa.out);
-    RowOfWindows r;
-    for (int64_t p = begin; p < end; ++p) {
-      const T* xp = x + p * l.in_plane;
-      T* dxp = dx + p * l.in_plane;
+  for_each_plane_group<T>(g, planes, 2 * one.in_plane + one.out_plane, [&](const Lifted& l, int64_t p, BandScratch<T>& s, Band& b) {
+    const Interiors in = interiors(g, l);
+    const int64_t out_x = in.x.out;
+    {
+      const T* xp = x + p * one.in_plane;
+      T* dxp = dx + p * one.in_plane;
       std::memset(dxp, 0, sizeof(T) * l.in_plane);  // in cache: the adds below hit the same lines
-      for_each_window_row(l, xa, r, [&](const RowOfWindows& r, int64_t first) {
-        const T* grad = dy + p * l.out_plane + first;
-        auto one_window = [&](int64_t ox) {
+      for_each_band(l, in, b, [&](const Band& b, int64_t first) {
+        const T* grad = dy + p * one.out_plane + first;
+        auto one_window = [&](int64_t r, int64_t ox) {
           T value;
-          const int64_t to = max_source(l, xp, window_at(l, r, ox), nan_opt, &value);
-          if (to >= 0) dxp[to] += grad[ox] * alpha;
+          const int64_t to = max_source(l, xp, window_at(l, b, r, ox), nan_opt, &value);
+          if (to >= 0) dxp[to] += grad[r * out_x + ox] * alpha;
         };
-        for (int64_t ox = 0; ox < r.lo; ++ox) one_window(ox);
-        for (int64_t ox = r.hi; ox < xa.out; ++ox) one_window(ox);
-        if (r.lo == r.hi) return;
-        interior_max(xa, r, xp, s);
-        // Route: in row-major cell order, a cell equal to its window's maximum takes the share
-        // if no earlier cell did. NaN windows are marked done here and routed one by one.
-        const int64_t n = r.hi - r.lo;
-        const T* best = s.best.data() + r.lo;
-        T* share = s.share.data() + r.lo;
-        rows::Mask<T>* done = s.done.data() + r.lo;
-        for (int64_t i = 0; i < n; ++i) {
-          done[i] = s.nan[r.lo + i];
-          share[i] = grad[r.lo + i] * alpha;
+        for (int64_t r = 0; r < b.count; ++r) {
+          for (int64_t ox = 0; ox < b.lo; ++ox) one_window(r, ox);
+          for (int64_t ox = b.hi; ox < out_x; ++ox) one_window(r, ox);
         }
-        for (size_t k = 0; k < r.rows.size(); ++k) {
-          const int64_t at = interior_cell(xa, r, k, 0);
-          if (xa.window == 2 && xa.stride == 2) {
-            rows::route_pairs(xp + at, best, share, done, dxp + at, n);
+        if (b.lo == b.hi) return;
+        const bool any_nan = interior_max(in.x, b, xp, s);
+        // Route: in row-major cell order, a cell equal to its window's maximum takes the share
+        // if no earlier cell did. NaN windows start out done here and are routed one by one.
+        std::copy(s.nan.begin(), s.nan.begin() + b.count * out_x, s.done.begin());
+        const rows::Block block = block_of(b, out_x);
+        const T* best = s.best.data() + b.lo;
+        rows::Mask<T>* done = s.done.data() + b.lo;
+        for (size_t k = 0; k < b.rows.size(); ++k) {
+          const int64_t at = interior_cell(in.x, b, k, 0);
+          if (in.x.window == 2 && in.x.stride == 2) {
+            rows::route_pairs(xp + at, block, best, grad + b.lo, alpha, done, dxp + at);
             continue;
           }
-          for (int64_t j = 0; j < xa.window; ++j)
-            rows::route(xp + at + j, xa.stride, best, share, done, dxp + at + j, n);
+          for (int64_t j = 0; j < in.x.window; ++j)
+            rows::route(xp + at + j, in.x.stride, block, best, grad + b.lo, alpha, done, dxp + at + j);
         }
-        for (int64_t ox = r.lo; ox < r.hi; ++ox)
-          if (s.nan[ox]) one_window(ox);
+        if (!any_nan) return;
+        for (int64_t r = 0; r < b.count; ++r)
+          for (int64_t ox = b.lo; ox < b.hi; ++ox)
+            if (s.nan[r * out_x + ox]) one_window(r, ox);
       });
     }
   });
@@ -313,28 +386,29 @@ void max_pool_backward(const PoolGeometry& g, int64_t planes, const T* x, const 
 
 template <typename T>
 void average_pool_backward(const PoolGeometry& g, int64_t planes, int mode, const T* dy, T* dx, T scale) {
-  const Lifted l = lift(g, planes);
-  const XAxis xa = x_axis(g, l);
-  parallel_for(l.planes, 2 * l.in_plane + l.out_plane, [&](int64_t begin, int64_t end) {
-    RowScratch<T> s(xa.out);
-    RowOfWindows r;
-    for (int64_t p = begin; p < end; ++p) {
-      T* dxp = dx + p * l.in_plane;
+  const Lifted one = lift(g, 1);
+  for_each_plane_group<T>(g, planes, 2 * one.in_plane + one.out_plane, [&](const Lifted& l, int64_t p, BandScratch<T>& s, Band& b) {
+    const Interiors in = interiors(g, l);
+    const int64_t out_x = in.x.out;
+    {
+      T* dxp = dx + p * one.in_plane;
       std::memset(dxp, 0, sizeof(T) * l.in_plane);
-      for_each_window_row(l, xa, r, [&](const RowOfWindows& r, int64_t first) {
-        const T* grad = dy + p * l.out_plane + first;
-        for (int64_t ox = 0; ox < xa.out; ++ox)
-          s.share[ox] = (grad[ox] * scale) / divisor<T>(l, window_at(l, r, ox), mode);
-        auto one_window = [&](int64_t ox) {
-          for_each_cell(l, window_at(l, r, ox), [&](int64_t at) { dxp[at] += s.share[ox]; });
-        };
-        for (int64_t ox = 0; ox < r.lo; ++ox) one_window(ox);
-        for (int64_t ox = r.hi; ox < xa.out; ++ox) one_window(ox);
-        const T* __restrict share = s.share.data() + r.lo;
-        for (size_t k = 0; k < r.rows.size(); ++k) {
-          for (int64_t j = 0; j < xa.window; ++j) {
-            T* __restrict out = dxp + interior_cell(xa, r, k, j);
-            for (int64_t i = 0; i < r.hi - r.lo; ++i) out[i * xa.stride] += share[i];
+      for_each_band(l, in, b, [&](const Band& b, int64_t first) {
+        const T* grad = dy + p * one.out_plane + first;
+        for (int64_t r = 0; r < b.count; ++r) {
+          T* share = s.share.data() + r * out_x;
+          for (int64_t ox = 0; ox < out_x; ++ox)
+            share[ox] = (grad[r * out_x + ox] * scale) / divisor<T>(l, window_at(l, b, r, ox), mode);
+          for (int64_t ox = 0; ox < b.lo; ++ox)
+            for_each_cell(l, window_at(l, b, r, ox), [&](int64_t at) { dxp[at] += share[ox]; });
+          for (int64_t ox = b.hi; ox < out_x; ++ox)
+            for_each_cell(l, window_at(l, b, r, ox), [&](int64_t at) { dxp[at] += share[ox]; });
+          const T* __restrict inner = share + b.lo;
+          for (size_t k = 0; k < b.rows.size(); ++k) {
+            for (int64_t j = 0; j < in.x.window; ++j) {
+              T* __restrict cells = dxp + interior_cell(in.x, b, k, j) + r * b.row_step;
+              for (int64_t i = 0; i < b.hi - b.lo; ++i) cells[i * in.x.stride] += inner[i];
+            }
           }
         }
       });
