@@ -226,6 +226,15 @@ bool stackable(const PoolGeometry& g, const Lifted& one) {
   return g.stride[0] == g.window[0] && g.padding[0] == 0 && one.axis[1].out * g.window[0] == one.axis[1].in;
 }
 
+// Whether every axis has windows of 2 at stride 2 (1 on lifted axes), no padding, and no cell
+// left over: each input cell is in exactly one window, and the x axis takes the pair loops.
+bool exact_pairs(const PoolGeometry& g, const Lifted& one) {
+  for (int i = 0; i < g.spatial_dims; ++i) {
+    if (g.window[i] != 2 || g.stride[i] != 2 || g.padding[i] != 0 || g.output[2 + i] * 2 != g.input[2 + i]) return false;
+  }
+  return one.axis[2].out > 0;
+}
+
 // Planes go to the kernels in groups: stacked into one plane of about kStackBytes where
 // stackable (small planes, e.g. LeNet's 12 x 12, would otherwise pay the per-plane set-up many
 // times over), else one by one. body(lifted group, group's first plane, scratch, band) runs on
@@ -340,13 +349,16 @@ template <typename T>
 void max_pool_backward(const PoolGeometry& g, int64_t planes, const T* x, const T* dy, T* dx, T alpha) {
   const Lifted one = lift(g, 1);
   const int nan_opt = g.nan_opt;
+  // 2x2 windows tiling x exactly, no cell left out or shared: the pair loops write every cell
+  // once, so dx needs no zeroing and no read.
+  const bool assign = exact_pairs(g, one);
   for_each_plane_group<T>(g, planes, 2 * one.in_plane + one.out_plane, [&](const Lifted& l, int64_t p, BandScratch<T>& s, Band& b) {
     const Interiors in = interiors(g, l);
     const int64_t out_x = in.x.out;
     {
       const T* xp = x + p * one.in_plane;
       T* dxp = dx + p * one.in_plane;
-      std::memset(dxp, 0, sizeof(T) * l.in_plane);  // in cache: the adds below hit the same lines
+      if (!assign) std::memset(dxp, 0, sizeof(T) * l.in_plane);  // in cache: the adds below hit the same lines
       for_each_band(l, in, b, [&](const Band& b, int64_t first) {
         const T* grad = dy + p * one.out_plane + first;
         auto one_window = [&](int64_t r, int64_t ox) {
@@ -369,7 +381,7 @@ void max_pool_backward(const PoolGeometry& g, int64_t planes, const T* x, const 
         for (size_t k = 0; k < b.rows.size(); ++k) {
           const int64_t at = interior_cell(in.x, b, k, 0);
           if (in.x.window == 2 && in.x.stride == 2) {
-            rows::route_pairs(xp + at, block, best, grad + b.lo, alpha, done, dxp + at);
+            rows::route_pairs(xp + at, block, best, grad + b.lo, alpha, done, dxp + at, assign);
             continue;
           }
           for (int64_t j = 0; j < in.x.window; ++j)

@@ -85,7 +85,18 @@ template <typename T>
 template <typename T>
 [[gnu::always_inline]] inline void route_pairs_row(const T* __restrict in, const T* __restrict best,
                                                    const T* __restrict grad, T alpha, Mask<T>* __restrict done,
-                                                   T* __restrict out, int64_t n) {
+                                                   T* __restrict out, int64_t n, bool assign) {
+  if (assign) {  // the only window on these cells: no need to read (or first zero) them
+    for (int64_t i = 0; i < n; ++i) {
+      const T share = grad[i] * alpha;
+      const Mask<T> hit_a = ~done[i] & mask_if<T>(in[2 * i] == best[i]);
+      const Mask<T> hit_b = ~(done[i] | hit_a) & mask_if<T>(in[2 * i + 1] == best[i]);
+      done[i] |= hit_a | hit_b;
+      out[2 * i] = masked(share, hit_a);
+      out[2 * i + 1] = masked(share, hit_b);
+    }
+    return;
+  }
   for (int64_t i = 0; i < n; ++i) {
     const T share = grad[i] * alpha;
     const Mask<T> hit_a = ~done[i] & mask_if<T>(in[2 * i] == best[i]);
@@ -124,10 +135,10 @@ template <typename T>
                 alpha, done + r * b.out_row_step, out + r * b.in_row_step, b.n);                        \
   }                                                                                                     \
   KNETCNN_VECTOR_CLONES void route_pairs(const T* in, const Block& b, const T* best, const T* grad,     \
-                                         T alpha, Mask<T>* done, T* out) {                              \
+                                         T alpha, Mask<T>* done, T* out, bool assign) {                 \
     for (int64_t r = 0; r < b.rows; ++r)                                                                \
       route_pairs_row(in + r * b.in_row_step, best + r * b.out_row_step, grad + r * b.out_row_step,     \
-                      alpha, done + r * b.out_row_step, out + r * b.in_row_step, b.n);                  \
+                      alpha, done + r * b.out_row_step, out + r * b.in_row_step, b.n, assign);          \
   }
 KNETCNN_OVERLOADS(float)
 KNETCNN_OVERLOADS(double)

@@ -41,8 +41,11 @@ bool fold_max_pairs(const double* in, const Block& b, double* best, Mask<double>
 void route(const float* in, int64_t stride, const Block& b, const float* best, const float* grad, float alpha, Mask<float>* done, float* out);
 void route(const double* in, int64_t stride, const Block& b, const double* best, const double* grad, double alpha, Mask<double>* done, double* out);
 
-// route for 2-wide windows at stride 2: both columns of a row at once.
-void route_pairs(const float* in, const Block& b, const float* best, const float* grad, float alpha, Mask<float>* done, float* out);
-void route_pairs(const double* in, const Block& b, const double* best, const double* grad, double alpha, Mask<double>* done, double* out);
+// route for 2-wide windows at stride 2: both columns of a row at once. assign: out = instead of
+// out +=, for windows that are the only ones on their cells (out need not be zeroed first).
+void route_pairs(const float* in, const Block& b, const float* best, const float* grad, float alpha, Mask<float>* done, float* out,
+                 bool assign);
+void route_pairs(const double* in, const Block& b, const double* best, const double* grad, double alpha, Mask<double>* done, double* out,
+                 bool assign);
 
 }  // namespace knetcnn::cpu::rows
