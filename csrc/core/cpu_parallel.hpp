@@ -19,7 +19,9 @@ int max_threads();
 void parallel_for(int64_t count, int64_t work_per_item, const std::function<void(int64_t, int64_t)>& body);
 
 // Below this many elements of work per thread, starting a thread costs more than it saves
-// (measured: 1 << 14 made LeNet-sized poolx 1.6x slower; thread start-up here is ~50 us).
-constexpr int64_t kMinWorkPerThread = 1 << 16;
+// (measured here: starting and joining a thread costs ~45 us, a pool of waiting threads 26-43 us
+// to wake, so work below ~100 us of one thread is better left on it: LeNet-2-sized pooling ran
+// 2x slower on two threads).
+constexpr int64_t kMinWorkPerThread = 1 << 18;
 
 }  // namespace knetcnn::cpu

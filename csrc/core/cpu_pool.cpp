@@ -262,6 +262,38 @@ void for_each_plane_group(const PoolGeometry& g, int64_t planes, int64_t work_pe
   });
 }
 
+// The usual max pooling, which the fused 2x2 loops take: 2-D, 2x2 windows at stride 2, no padding.
+bool usual_2x2(const PoolGeometry& g) {
+  return g.spatial_dims == 2 && g.window == std::vector<int64_t>{2, 2} && g.stride == std::vector<int64_t>{2, 2} &&
+         g.padding == std::vector<int64_t>{0, 0};
+}
+
+// The 2x2 loops' block for a (stacked) plane: every output row, every window.
+rows::Block block_2x2(const Lifted& l) {
+  return rows::Block{l.axis[1].out, l.axis[2].out, 2 * l.axis[2].in, l.axis[2].out};
+}
+
+// Zeroes the cells of a plane that no 2x2 window covers: an odd last column and an odd last row.
+template <typename T>
+void zero_uncovered_2x2(const Lifted& l, T* plane) {
+  const int64_t in_x = l.axis[2].in, in_y = l.axis[1].in, covered_x = 2 * l.axis[2].out, covered_y = 2 * l.axis[1].out;
+  for (int64_t y = 0; y < covered_y; ++y) std::fill(plane + y * in_x + covered_x, plane + (y + 1) * in_x, T(0));
+  std::fill(plane + covered_y * in_x, plane + in_y * in_x, T(0));
+}
+
+// Calls f(r, i, window) for the windows of a 2x2 plane holding NaN (the fused loops' rare case).
+template <typename T, typename F>
+void for_each_nan_2x2(const Lifted& l, const T* plane, F&& f) {
+  const int64_t in_x = l.axis[2].in;
+  for (int64_t r = 0; r < l.axis[1].out; ++r) {
+    for (int64_t i = 0; i < l.axis[2].out; ++i) {
+      const T* top = plane + 2 * r * in_x + 2 * i;
+      if (std::isnan(top[0]) || std::isnan(top[1]) || std::isnan(top[in_x]) || std::isnan(top[in_x + 1]))
+        f(r, i, Window{1, 2 * r, 2, 2 * i, 2});
+    }
+  }
+}
+
 // best/nan at [r * out_x + ox] for the band's interior windows: the NaN-blind first maximum and
 // whether the window holds NaN. Returns whether any does.
 template <typename T>
@@ -288,6 +320,19 @@ void pool_forward(const PoolGeometry& g, int64_t planes, int mode, const T* x, T
   const Lifted one = lift(g, 1);
   const int nan_opt = g.nan_opt;
   const bool is_max = is_max_mode(mode);
+  if (is_max && usual_2x2(g)) {
+    for_each_plane_group<T>(g, planes, one.in_plane + one.out_plane, [&](const Lifted& l, int64_t p, BandScratch<T>&, Band&) {
+      const T* xp = x + p * one.in_plane;
+      T* yp = y + p * one.out_plane;
+      if (!rows::max_2x2(xp, l.axis[2].in, block_2x2(l), scale, yp)) return;
+      for_each_nan_2x2(l, xp, [&](int64_t r, int64_t i, const Window& w) {
+        T value = all_nan_value;
+        max_source(l, xp, w, nan_opt, &value);
+        yp[r * l.axis[2].out + i] = value * scale;
+      });
+    });
+    return;
+  }
   for_each_plane_group<T>(g, planes, one.in_plane + one.out_plane, [&](const Lifted& l, int64_t p, BandScratch<T>& s, Band& b) {
     const Interiors in = interiors(g, l);
     const int64_t out_x = in.x.out;
@@ -352,6 +397,21 @@ void max_pool_backward(const PoolGeometry& g, int64_t planes, const T* x, const 
   // 2x2 windows tiling x exactly, no cell left out or shared: the pair loops write every cell
   // once, so dx needs no zeroing and no read.
   const bool assign = exact_pairs(g, one);
+  if (usual_2x2(g)) {
+    for_each_plane_group<T>(g, planes, 2 * one.in_plane + one.out_plane, [&](const Lifted& l, int64_t p, BandScratch<T>&, Band&) {
+      const T* xp = x + p * one.in_plane;
+      const T* grad = dy + p * one.out_plane;
+      T* dxp = dx + p * one.in_plane;
+      if (!assign) zero_uncovered_2x2(l, dxp);
+      if (!rows::max_2x2_backward(xp, l.axis[2].in, block_2x2(l), grad, alpha, dxp)) return;
+      for_each_nan_2x2(l, xp, [&](int64_t r, int64_t i, const Window& w) {
+        T value;
+        const int64_t to = max_source(l, xp, w, nan_opt, &value);
+        if (to >= 0) dxp[to] += grad[r * l.axis[2].out + i] * alpha;
+      });
+    });
+    return;
+  }
   for_each_plane_group<T>(g, planes, 2 * one.in_plane + one.out_plane, [&](const Lifted& l, int64_t p, BandScratch<T>& s, Band& b) {
     const Interiors in = interiors(g, l);
     const int64_t out_x = in.x.out;

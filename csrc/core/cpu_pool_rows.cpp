@@ -107,6 +107,59 @@ template <typename T>
   }
 }
 
+// 2x2 windows at stride 2, whole: row r's windows read input rows top = in + r * in_row_step and
+// top + in_x. The NaN-blind first maximum of each; a window holding NaN is flagged in the result.
+template <typename T>
+[[gnu::always_inline]] inline T max4(T a0, T a1, T b0, T b1) {
+  T m = a1 > a0 ? a1 : a0;  // strict: the first of equal maxima stays
+  m = b0 > m ? b0 : m;
+  return b1 > m ? b1 : m;
+}
+
+template <typename T>
+[[gnu::always_inline]] inline Mask<T> any_nan4(T a0, T a1, T b0, T b1) {
+  return mask_if<T>((a0 != a0) | (a1 != a1) | (b0 != b0) | (b1 != b1));
+}
+
+template <typename T>
+[[gnu::always_inline]] inline Mask<T> max_2x2_row(const T* __restrict top, const T* __restrict bottom,
+                                                  T* __restrict out, T scale, int64_t n) {
+  Mask<T> any = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const T a0 = top[2 * i], a1 = top[2 * i + 1], b0 = bottom[2 * i], b1 = bottom[2 * i + 1];
+    out[i] = max4(a0, a1, b0, b1) * scale;
+    any |= any_nan4(a0, a1, b0, b1);
+  }
+  return any;
+}
+
+// Each window's share goes to its first maximum; every cell of the windows is written (assigned),
+// windows holding NaN get zeros here.
+template <typename T>
+[[gnu::always_inline]] inline Mask<T> max_2x2_backward_row(const T* __restrict top, const T* __restrict bottom,
+                                                           const T* __restrict grad, T alpha, T* __restrict dtop,
+                                                           T* __restrict dbottom, int64_t n) {
+  Mask<T> any = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const T a0 = top[2 * i], a1 = top[2 * i + 1], b0 = bottom[2 * i], b1 = bottom[2 * i + 1];
+    const T m = max4(a0, a1, b0, b1), share = grad[i] * alpha;
+    const Mask<T> nan = any_nan4(a0, a1, b0, b1);
+    any |= nan;
+    const Mask<T> h0 = ~nan & mask_if<T>(a0 == m);
+    Mask<T> done = nan | h0;
+    const Mask<T> h1 = ~done & mask_if<T>(a1 == m);
+    done |= h1;
+    const Mask<T> h2 = ~done & mask_if<T>(b0 == m);
+    done |= h2;
+    const Mask<T> h3 = ~done & mask_if<T>(b1 == m);
+    dtop[2 * i] = masked(share, h0);
+    dtop[2 * i + 1] = masked(share, h1);
+    dbottom[2 * i] = masked(share, h2);
+    dbottom[2 * i + 1] = masked(share, h3);
+  }
+  return any;
+}
+
 }  // namespace
 
 // The exported overloads, one per dtype, each compiled for AVX2 and for the baseline ISA where
@@ -139,6 +192,24 @@ template <typename T>
     for (int64_t r = 0; r < b.rows; ++r)                                                                \
       route_pairs_row(in + r * b.in_row_step, best + r * b.out_row_step, grad + r * b.out_row_step,     \
                       alpha, done + r * b.out_row_step, out + r * b.in_row_step, b.n, assign);          \
+  }                                                                                                     \
+  KNETCNN_VECTOR_CLONES bool max_2x2(const T* in, int64_t in_x, const Block& b, T scale, T* out) {      \
+    Mask<T> any = 0;                                                                                    \
+    for (int64_t r = 0; r < b.rows; ++r) {                                                              \
+      const T* top = in + r * b.in_row_step;                                                            \
+      any |= max_2x2_row(top, top + in_x, out + r * b.out_row_step, scale, b.n);                       \
+    }                                                                                                   \
+    return any != 0;                                                                                    \
+  }                                                                                                     \
+  KNETCNN_VECTOR_CLONES bool max_2x2_backward(const T* in, int64_t in_x, const Block& b, const T* grad, \
+                                              T alpha, T* out) {                                        \
+    Mask<T> any = 0;                                                                                    \
+    for (int64_t r = 0; r < b.rows; ++r) {                                                              \
+      const int64_t at = r * b.in_row_step;                                                             \
+      any |= max_2x2_backward_row(in + at, in + at + in_x, grad + r * b.out_row_step, alpha, out + at,  \
+                                  out + at + in_x, b.n);                                                \
+    }                                                                                                   \
+    return any != 0;                                                                                    \
   }
 KNETCNN_OVERLOADS(float)
 KNETCNN_OVERLOADS(double)

@@ -88,6 +88,8 @@ def _check_dtypes(function: str, arrays: dict, allowed: tuple[str, ...], where: 
 
 
 def shape_of(a) -> tuple[int, ...]:
+    if isinstance(a, np.ndarray):
+        return a.shape  # already a tuple of Python ints
     shape = getattr(a, "shape", None)
     if shape is None:
         shape = a.__cuda_array_interface__["shape"]
