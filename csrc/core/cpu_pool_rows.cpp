@@ -162,11 +162,13 @@ template <typename T>
 
 }  // namespace
 
-// The exported overloads, one per dtype, each compiled for AVX2 and for the baseline ISA where
-// the compiler supports function clones (chosen at load time by the CPU's features): with the
-// baseline's 2-lane doubles the pair loops stay scalar.
-#define KNETCNN_OVERLOADS(T)                                                                            \
-  KNETCNN_VECTOR_CLONES bool fold_max(const T* in, int64_t stride, const Block& b, T* best, Mask<T>* nan,  \
+// The exported overloads, one per dtype. The double ones are compiled for AVX2 and for the
+// baseline ISA where the compiler supports function clones (chosen at load time by the CPU's
+// features): with the baseline's 2-lane doubles the pair loops stay scalar. The float ones stay
+// baseline: its 4 lanes beat AVX2's 8 on the short rows of small planes (ResNet's 7 windows,
+// LeNet's 6), and large planes are memory-bound either way (measured).
+#define KNETCNN_OVERLOADS(T, CLONES)                                                                            \
+  CLONES bool fold_max(const T* in, int64_t stride, const Block& b, T* best, Mask<T>* nan,  \
                                       bool first) {                                                     \
     Mask<T> any = 0;                                                                                    \
     for (int64_t r = 0; r < b.rows; ++r)                                                                \
@@ -174,26 +176,26 @@ template <typename T>
                           nan + r * b.out_row_step, b.n, first);                                        \
     return any != 0;                                                                                    \
   }                                                                                                     \
-  KNETCNN_VECTOR_CLONES bool fold_max_pairs(const T* in, const Block& b, T* best, Mask<T>* nan, bool first) { \
+  CLONES bool fold_max_pairs(const T* in, const Block& b, T* best, Mask<T>* nan, bool first) { \
     Mask<T> any = 0;                                                                                    \
     for (int64_t r = 0; r < b.rows; ++r)                                                                \
       any |= fold_max_pairs_row(in + r * b.in_row_step, best + r * b.out_row_step,                      \
                                 nan + r * b.out_row_step, b.n, first);                                  \
     return any != 0;                                                                                    \
   }                                                                                                     \
-  KNETCNN_VECTOR_CLONES void route(const T* in, int64_t stride, const Block& b, const T* best,          \
+  CLONES void route(const T* in, int64_t stride, const Block& b, const T* best,          \
                                    const T* grad, T alpha, Mask<T>* done, T* out) {                     \
     for (int64_t r = 0; r < b.rows; ++r)                                                                \
       route_row(in + r * b.in_row_step, stride, best + r * b.out_row_step, grad + r * b.out_row_step,   \
                 alpha, done + r * b.out_row_step, out + r * b.in_row_step, b.n);                        \
   }                                                                                                     \
-  KNETCNN_VECTOR_CLONES void route_pairs(const T* in, const Block& b, const T* best, const T* grad,     \
+  CLONES void route_pairs(const T* in, const Block& b, const T* best, const T* grad,     \
                                          T alpha, Mask<T>* done, T* out, bool assign) {                 \
     for (int64_t r = 0; r < b.rows; ++r)                                                                \
       route_pairs_row(in + r * b.in_row_step, best + r * b.out_row_step, grad + r * b.out_row_step,     \
                       alpha, done + r * b.out_row_step, out + r * b.in_row_step, b.n, assign);          \
   }                                                                                                     \
-  KNETCNN_VECTOR_CLONES bool max_2x2(const T* in, int64_t in_x, const Block& b, T scale, T* out) {      \
+  CLONES bool max_2x2(const T* in, int64_t in_x, const Block& b, T scale, T* out) {      \
     Mask<T> any = 0;                                                                                    \
     for (int64_t r = 0; r < b.rows; ++r) {                                                              \
       const T* top = in + r * b.in_row_step;                                                            \
@@ -201,7 +203,7 @@ template <typename T>
     }                                                                                                   \
     return any != 0;                                                                                    \
   }                                                                                                     \
-  KNETCNN_VECTOR_CLONES bool max_2x2_backward(const T* in, int64_t in_x, const Block& b, const T* grad, \
+  CLONES bool max_2x2_backward(const T* in, int64_t in_x, const Block& b, const T* grad, \
                                               T alpha, T* out) {                                        \
     Mask<T> any = 0;                                                                                    \
     for (int64_t r = 0; r < b.rows; ++r) {                                                              \
@@ -211,8 +213,8 @@ template <typename T>
     }                                                                                                   \
     return any != 0;                                                                                    \
   }
-KNETCNN_OVERLOADS(float)
-KNETCNN_OVERLOADS(double)
+KNETCNN_OVERLOADS(float, /* baseline only */)
+KNETCNN_OVERLOADS(double, KNETCNN_VECTOR_CLONES)
 #undef KNETCNN_OVERLOADS
 
 }  // namespace knetcnn::cpu::rows
