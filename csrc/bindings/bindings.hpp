@@ -11,5 +11,6 @@ void register_descriptors(pybind11::module_& m);
 void register_runtime(pybind11::module_& m);
 void register_exec(pybind11::module_& m);
 void register_dlpack(pybind11::module_& m);
+void register_cpu_conv(pybind11::module_& m);
 
 }  // namespace knetcnn::bindings

@@ -42,29 +42,6 @@ def interior(pads: Sequence[int], sizes: Sequence[int]) -> tuple:
     return (slice(None), slice(None)) + tuple(slice(p, p + n) for p, n in zip(pads, sizes))
 
 
-def row_block(
-    x: np.ndarray, items: slice, rows: tuple[int, int], pads: Sequence[int], dtype: np.dtype, allocate=None
-) -> np.ndarray:
-    """Rows [a, b) of zero-padded x (padded coordinates, first spatial axis), batch items `items`.
-
-    A view of x when the block needs no padding and no dtype change; otherwise a zero-filled copy
-    in `allocate(shape)` (a zeroed array; a fresh one by default).
-    """
-    a, b = rows
-    size0 = x.shape[2]
-    lo, hi = max(a - pads[0], 0), min(b - pads[0], size0)
-    inner = x[items]
-    if a - pads[0] >= 0 and b - pads[0] <= size0 and not any(pads[1:]) and x.dtype == dtype:
-        return inner[:, :, a - pads[0] : b - pads[0]]
-    shape = inner.shape[:2] + (b - a,) + tuple(n + 2 * p for n, p in zip(x.shape[3:], pads[1:]))
-    out = np.zeros(shape, dtype=dtype) if allocate is None else allocate(shape)
-    if hi > lo:
-        dst = (slice(None), slice(None), slice(lo - (a - pads[0]), hi - (a - pads[0])))
-        dst += tuple(slice(p, p + n) for p, n in zip(pads[1:], x.shape[3:]))
-        out[dst] = inner[:, :, lo:hi]
-    return out
-
-
 # NumPy runs a ufunc over rows that cannot be merged into one run (a block of a larger array)
 # through its buffers whenever the rows are shorter than the buffer (8192 elements by default):
 # measured here, `a += b` over float64 rows of 100-8000 elements then costs 0.8 ns per element
