@@ -5,7 +5,8 @@ A block is a range of batch items times a range of output rows along the first s
 GEMM results and gradients (O, items*rows*Y[1:]). The core's im2col / col2im (csrc/core/cpu_conv)
 move data between those matrices and x / dx, reading and writing them in place (padding is
 handled in the kernels); `store` and `load` move data between them and y / dy with one
-transposing NumPy copy per block.
+transposing NumPy copy per block, or the GEMM works on y / dy in place (`matrix_view`) where the
+block is a single item.
 """
 
 from __future__ import annotations
@@ -100,6 +101,24 @@ class ConvShape:
     def scatter(self, dcol: np.ndarray, dx: np.ndarray, b: _chunks.Block) -> None:
         """dx += block b's columns dcol, scattered back (dx is C-contiguous, compute dtype)."""
         core.col2im(dcol, self.lifted(dx[b.n0 : b.n1]), **self.window(b), parallel=PARALLEL_KERNELS)
+
+    def matrix_view(self, a: np.ndarray, b: _chunks.Block, dtype: np.dtype) -> np.ndarray | None:
+        """a[block] (y or dy) as the GEMM's (O, columns) without a copy, or None where it takes one.
+
+        That works for a block of one item: its rows of each channel are one contiguous run, so the
+        GEMM reads or writes them in place with a leading dimension (row blocks: VGG, AlexNet; 5%
+        faster there than a transposing copy).
+        """
+        if b.n1 - b.n0 != 1 or a.dtype != dtype or not a.flags.aligned:
+            return None
+        view = a[b.n0, :, b.r0 : b.r1].view()
+        try:
+            view.shape = (self.o, -1)  # raises where the rows of a channel are not one run
+        except AttributeError:
+            return None
+        rows, cells = view.strides
+        blas_ready = cells == view.itemsize and rows % view.itemsize == 0 and rows >= view.shape[1] * cells
+        return view if blas_ready else None
 
     def store(self, y: np.ndarray, b: _chunks.Block, out: np.ndarray) -> None:
         """y[block] = out, the GEMM's (O, columns)."""

@@ -33,6 +33,12 @@ def _columns(cv: ConvShape, b, scratch: Scratch) -> np.ndarray:
     return scratch.array("columns", (cv.c * cv.kp, cv.columns(b)))
 
 
+def _gradient(cv: ConvShape, dy: np.ndarray, b, dtype: np.dtype, scratch: Scratch) -> np.ndarray:
+    """dy[block] as the GEMM's (O, columns): a view of dy where one exists, else a copy."""
+    view = cv.matrix_view(dy, b, dtype)
+    return cv.load(dy, b, scratch) if view is None else view
+
+
 def forward(w: np.ndarray, x: np.ndarray, g, alpha: float) -> np.ndarray:
     """y = alpha * conv(w', x): conv4(w, x), and deconv4x(w, ., dy) with x = dy."""
     cv = ConvShape(g)
@@ -43,9 +49,12 @@ def forward(w: np.ndarray, x: np.ndarray, g, alpha: float) -> np.ndarray:
         for b in cv.blocks(y.nbytes, dtype.itemsize):
             col = _columns(cv, b, scratch)
             cv.gather(x, b, col, scratch)
-            out = scratch.array("product", (cv.groups, cv.og, col.shape[1]))
-            np.matmul(wm, col.reshape(cv.groups, cv.cg * cv.kp, -1), out=out)
-            cv.store(y, b, out.reshape(cv.o, -1))
+            direct = cv.matrix_view(y, b, dtype)
+            out = scratch.array("product", (cv.o, col.shape[1])) if direct is None else direct
+            grouped = out.reshape(cv.groups, cv.og, -1)  # a view: the channels' rows are uniform
+            np.matmul(wm, col.reshape(cv.groups, cv.cg * cv.kp, -1), out=grouped)
+            if direct is None:
+                cv.store(y, b, out)
     return y
 
 
@@ -57,7 +66,7 @@ def backward_data(w: np.ndarray, dy: np.ndarray, g, alpha: float) -> np.ndarray:
     dx = np.zeros(cv.input_shape, dtype=dtype)
     with Scratch(dtype) as scratch:
         for b in cv.blocks(dx.nbytes, dtype.itemsize):
-            grouped = cv.load(dy, b, scratch).reshape(cv.groups, cv.og, -1)
+            grouped = _gradient(cv, dy, b, dtype, scratch).reshape(cv.groups, cv.og, -1)
             dcol = _columns(cv, b, scratch)
             np.matmul(wt, grouped, out=dcol.reshape(cv.groups, cv.cg * cv.kp, -1))
             cv.scatter(dcol, dx, b)
@@ -98,7 +107,7 @@ def backward_filter(x: np.ndarray, dy: np.ndarray, g, alpha: float) -> np.ndarra
         for b in cv.blocks(dwm.nbytes, dtype.itemsize):
             col = _columns(cv, b, scratch)
             cv.gather(x, b, col, scratch)
-            grouped = cv.load(dy, b, scratch).reshape(cv.groups, cv.og, -1)
+            grouped = _gradient(cv, dy, b, dtype, scratch).reshape(cv.groups, cv.og, -1)
             _add_product_nt(dwm, grouped, col.reshape(cv.groups, cv.cg * cv.kp, -1), product)
     dw = dwm.reshape(cv.filter_shape)
     if cv.mode == 0:
