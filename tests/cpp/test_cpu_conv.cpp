@@ -160,6 +160,20 @@ TEST(CpuConv, RowsLongerThanTheFixedLengths) {
   check_case<float>(strided({1, 2, 1, 3, 42}), window({1, 2, 3}, {1, 1, 2}, {1, 1, 1}, {0, 0, 1}, {1, 2, 21}), rng, "21");
 }
 
+TEST(CpuConv, WideStridedKernelsOverLongRows) {
+  std::mt19937 rng(8);
+  // Strided taps over rows longer than the fixed lengths (the run-time strided copy and add), with
+  // padding putting the first taps before the plane.
+  check_case<double>(strided({2, 2, 1, 3, 70}), window({1, 2, 9}, {1, 1, 4}, {1, 1, 1}, {0, 1, 3}, {1, 4, 17}), rng, "k9 s4");
+  check_case<float>(strided({1, 2, 1, 4, 80}), window({1, 3, 8}, {1, 2, 3}, {1, 1, 2}, {0, 1, 2}, {1, 2, 24}), rng,
+                    "k8 s3 dilation 2");
+  check_case<double>(strided({2, 1, 3, 3, 90}, 2), window({2, 2, 7}, {1, 1, 2}, {1, 1, 1}, {1, 0, 3}, {4, 2, 45}), rng,
+                     "3-D, strided volume");
+  // A block of output rows [1, 3) over a volume holding input rows [2, 6) only.
+  check_case<float>(strided({1, 2, 1, 4, 100}), window({1, 3, 11}, {1, 2, 4}, {1, 1, 1}, {0, 1, 0}, {1, 3, 23}, {0, 1, 0}, {0, 2, 0}),
+                    rng, "row block");
+}
+
 TEST(CpuConv, ThreadedBlocksMatchTheLoops) {
   std::mt19937 rng(6);
   // Enough work for parallel_for to use every thread: channels and kernel taps split the gather,

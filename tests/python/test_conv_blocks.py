@@ -92,6 +92,33 @@ def test_strided_and_unusual_inputs_match_reference(monkeypatch, blocks):
 
 
 @pytest.mark.parametrize("blocks", ["whole", "tiny"])
+@pytest.mark.parametrize(
+    "w_shape,x_shape,kw",
+    [
+        ((4, 3, 3, 11), (2, 3, 9, 74), dict(stride=(2, 4), padding=(1, 2))),  # AlexNet-like stem
+        ((3, 2, 8), (2, 2, 90), dict(stride=3, dilation=2, padding=4)),  # 1-D, dilated
+        ((2, 2, 2, 3, 7), (1, 2, 3, 4, 50), dict(stride=(1, 1, 2), padding=(0, 1, 3))),  # 3-D, 7-wide stride 2
+    ],
+)
+def test_wide_strided_kernels_match_reference(monkeypatch, blocks, w_shape, x_shape, kw):
+    """Kernels at least twice as wide as their stride, over rows longer than 16 outputs (the
+    kernels' run-time-length strided copies and adds)."""
+    if blocks == "tiny":
+        use_tiny_blocks(monkeypatch)
+    rng = np.random.default_rng(109)
+    for dtype in (np.float64, np.float32):
+        w, x = normal(rng, w_shape, dtype), normal(rng, x_shape, dtype)
+        ref, mag = reference.conv4(w, x, magnitude=True, **kw)
+        assert ref.shape[-1] > 16
+        assert_close(knetcnn.conv4(w, x, **kw), ref, mag, dtype, f"conv4 {kw}")
+        dy = normal(rng, ref.shape, dtype)
+        ref, mag = reference.conv4x(w, x, dy, magnitude=True, **kw)
+        assert_close(knetcnn.conv4x(w, x, dy, **kw), ref, mag, dtype, f"conv4x {kw}")
+        ref, mag = reference.conv4w(w, x, dy, magnitude=True, **kw)
+        assert_close(knetcnn.conv4w(w, x, dy, **kw), ref, mag, dtype, f"conv4w {kw}")
+
+
+@pytest.mark.parametrize("blocks", ["whole", "tiny"])
 @pytest.mark.parametrize("d", [1, 2, 3])
 def test_deconv_family_in_blocks_matches_reference(monkeypatch, blocks, d):
     """deconv4 runs as backward-data over a result that output_padding makes larger than conv4
