@@ -102,7 +102,7 @@ void register_cpu_conv(py::module_& m) {
       "(spatial axes lifted to 3; col C-contiguous (C*prod(kernel), items*prod(out_end - out_begin)))",
       py::arg("x").noconvert(), py::arg("col").noconvert(), py::arg("kernel"), py::arg("stride"),
       py::arg("dilation"), py::arg("padding"), py::arg("origin"), py::arg("out_begin"), py::arg("out_end"),
-      py::arg("parallel") = true);
+      py::arg("parallel"));
   m.def(
       "col2im",
       [](const py::array& col, const py::array& dx, const Axes3& kernel, const Axes3& stride, const Axes3& dilation,
@@ -114,7 +114,7 @@ void register_cpu_conv(py::module_& m) {
       },
       "dx += the adjoint of im2col applied to col (cells outside dx dropped)", py::arg("col").noconvert(),
       py::arg("dx").noconvert(), py::arg("kernel"), py::arg("stride"), py::arg("dilation"), py::arg("padding"),
-      py::arg("origin"), py::arg("out_begin"), py::arg("out_end"), py::arg("parallel") = true);
+      py::arg("origin"), py::arg("out_begin"), py::arg("out_end"), py::arg("parallel"));
 }
 
 }  // namespace knetcnn::bindings

@@ -196,7 +196,7 @@ def test_benchmark_shapes_get_wide_enough_blocks_within_budget(w, x, kw):
 
 
 KERNEL_ARGS = dict(kernel=(1, 3, 3), stride=(1, 1, 1), dilation=(1, 1, 1), padding=(0, 1, 1), origin=(0, 0, 0),
-                   out_begin=(0, 0, 0), out_end=(1, 4, 5))  # fmt: skip
+                   out_begin=(0, 0, 0), out_end=(1, 4, 5), parallel=False)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -221,3 +221,19 @@ def test_kernels_refuse_bad_arguments(call, error, message):
     col = np.zeros((2 * 9, 20))
     with pytest.raises(error, match=message):
         call(x, col)
+
+
+def test_kernels_on_several_threads_match_one_thread():
+    """conv.py runs the kernels on one thread (see _conv_blocks.PARALLEL_KERNELS); split across
+    parallel_for's threads, with the GIL released, they give the same results."""
+    rng = np.random.default_rng(113)
+    x = rng.standard_normal((16, 3, 1, 30, 31))
+    args = dict(kernel=(1, 5, 5), stride=(1, 1, 2), dilation=(1, 1, 1), padding=(0, 2, 1), origin=(0, 0, 0),
+                out_begin=(0, 0, 0), out_end=(1, 30, 15))  # fmt: skip
+    cols = [np.empty((3 * 25, 16 * 30 * 15)) for _ in range(2)]
+    dxs = [np.zeros_like(x) for _ in range(2)]
+    for parallel, col, dx in zip((False, True), cols, dxs):
+        core.im2col(x, col, **args, parallel=parallel)
+        core.col2im(col, dx, **args, parallel=parallel)
+    np.testing.assert_array_equal(cols[0], cols[1])
+    np.testing.assert_array_equal(dxs[0], dxs[1])
