@@ -12,5 +12,6 @@ void register_runtime(pybind11::module_& m);
 void register_exec(pybind11::module_& m);
 void register_dlpack(pybind11::module_& m);
 void register_cpu_pool(pybind11::module_& m);
+void register_cpu_conv(pybind11::module_& m);
 
 }  // namespace knetcnn::bindings

@@ -1,7 +1,7 @@
 #include "bindings.hpp"
 
 PYBIND11_MODULE(_knetcnn, m) {
-  m.doc() = "knetcnn's C++ core: Knet geometry, cuDNN descriptors and runtime queries";
+  m.doc() = "knetcnn's C++ core: Knet geometry, cuDNN descriptors and runtime queries, CPU convolution and pooling kernels";
   knetcnn::bindings::register_errors(m);
   knetcnn::bindings::register_geometry(m);
   knetcnn::bindings::register_descriptors(m);
@@ -9,4 +9,5 @@ PYBIND11_MODULE(_knetcnn, m) {
   knetcnn::bindings::register_exec(m);
   knetcnn::bindings::register_dlpack(m);
   knetcnn::bindings::register_cpu_pool(m);
+  knetcnn::bindings::register_cpu_conv(m);
 }

@@ -1,7 +1,6 @@
 """The CPU backend's fast paths, forced on for small shapes and compared with the loop reference:
 max pooling and its gradient with windows that tile the input, in one kernel call and in plane
-blocks, infinite gradients, the phased im2col layout for strided convolutions in small blocks, and the
-scoped NumPy buffer size."""
+blocks, and infinite gradients."""
 
 import numpy as np
 import pytest
@@ -9,7 +8,7 @@ import pytest
 import knetcnn
 import reference
 from cases import DTYPES, assert_close, finite_max, normal, pool_data
-from knetcnn.cpu import _chunks, _conv_layouts, _layout, conv, pool
+from knetcnn.cpu import _chunks, pool
 
 
 def _tiled_config(rng):
@@ -96,64 +95,6 @@ def test_infinite_gradients_reach_only_their_cell(window, stride):
     got = knetcnn.poolx(x, y, dy, window=window, stride=stride)
     np.testing.assert_array_equal(got, reference.poolx(x, y, dy, window=window, stride=stride))
     assert not np.isnan(got).any()
-
-
-def _strided_conv_config(rng):
-    d = int(rng.integers(2, 4))
-    k = rng.integers(1, (0, 0, 4, 3)[d], d)
-    s = rng.integers(1, 4, d)
-    s[-1] = max(s[-1], 2)  # strided plane: what the phased layout is for
-    dil, p = rng.integers(1, 3, d), rng.integers(0, 3, d)
-    group = int(rng.choice([1, 2]))
-    span = (k - 1) * dil + 1
-    x = np.maximum(1, span - 2 * p) + rng.integers(0, (0, 0, 7, 4)[d], d)
-    kw = dict(padding=tuple(int(v) for v in p), stride=tuple(int(v) for v in s),
-              dilation=tuple(int(v) for v in dil), mode=int(rng.integers(2)), group=group,
-              alpha=float(rng.choice([1.0, -0.5])))  # fmt: skip
-    w_shape = (group * int(rng.integers(1, 3)), int(rng.integers(1, 3))) + tuple(int(v) for v in k)
-    x_shape = (int(rng.integers(1, 3)), group * w_shape[1]) + tuple(int(v) for v in x)
-    return w_shape, x_shape, kw
-
-
-@pytest.mark.parametrize("tiny_blocks", [False, True])
-def test_phased_layout_matches_reference(monkeypatch, tiny_blocks):
-    """Phased everywhere (gathers too), in one block or in blocks of single output rows, whose
-    input rows overlap (their scatters add into dx rather than set it)."""
-    monkeypatch.setattr(conv, "choose", lambda cv, scatter: _conv_layouts.Phased(cv))
-    if tiny_blocks:
-        for name, value in (("TARGET_BYTES", 256), ("MIN_BUDGET_BYTES", 256), ("RESULT_FACTOR", 0)):
-            monkeypatch.setattr(_chunks, name, value)
-    rng = np.random.default_rng(103)
-    for _ in range(40):
-        w_shape, x_shape, kw = _strided_conv_config(rng)
-        dtype = DTYPES[rng.integers(3)]
-        w, x = normal(rng, w_shape, dtype), normal(rng, x_shape, dtype)
-        ref, mag = reference.conv4(w, x, magnitude=True, **kw)
-        what = f"{w_shape} {x_shape} {kw}"
-        assert_close(knetcnn.conv4(w, x, **kw), ref, mag, dtype, "conv4 " + what)
-        dy = normal(rng, ref.shape, dtype)
-        ref, mag = reference.conv4x(w, x, dy, magnitude=True, **kw)
-        assert_close(knetcnn.conv4x(w, x, dy, **kw), ref, mag, dtype, "conv4x " + what)
-        ref, mag = reference.conv4w(w, x, dy, magnitude=True, **kw)
-        assert_close(knetcnn.conv4w(w, x, dy, **kw), ref, mag, dtype, "conv4w " + what)
-
-
-def test_phased_layout_builds_only_the_phases_its_offsets_read():
-    g = knetcnn._geometry.conv("conv4", (4, 3, 1, 1), (2, 3, 9, 9), padding=0, stride=2, dilation=1, mode=1, group=1)
-    assert list(_conv_layouts.Phased(_conv_layouts.ConvShape(g)).slot) == [(0, 0)]  # 1x1, stride 2
-    g = knetcnn._geometry.conv("conv4", (4, 3, 3, 3), (2, 3, 9, 9), padding=1, stride=2, dilation=1, mode=1, group=1)
-    assert len(_conv_layouts.Phased(_conv_layouts.ConvShape(g)).slot) == 4
-
-
-def test_unbuffered_rows_restores_the_buffer_size():
-    before = np.getbufsize()
-    with _layout.unbuffered_rows(1000, 8):
-        assert np.getbufsize() == 992
-    with _layout.unbuffered_rows(40, 8):  # short rows: left alone
-        assert np.getbufsize() == before
-    with pytest.raises(RuntimeError), _layout.unbuffered_rows(4000, 4):
-        raise RuntimeError
-    assert np.getbufsize() == before
 
 
 def test_block_target_is_read_at_call_time(monkeypatch):

@@ -1,13 +1,6 @@
-"""Array plumbing shared by the CPU kernels: compute dtypes, padded copies, strided windows.
-
-Everything here reads its input through ordinary NumPy indexing, so any strides (transposed,
-sliced, negative) are read correctly; nothing builds views from raw strides.
-"""
+"""The CPU backend's compute dtypes: what each input dtype is computed in."""
 
 from __future__ import annotations
-
-import contextlib
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -15,74 +8,3 @@ import numpy as np
 def compute_dtype(dtype: np.dtype) -> np.dtype:
     """float16 is computed in float32 (as cuDNN does) and rounded once at the end."""
     return np.dtype(np.float32) if dtype == np.float16 else np.dtype(np.dtype(dtype).type)
-
-
-def offset_slices(offset: Sequence[int], step: Sequence[int], count: Sequence[int]) -> tuple:
-    """Per spatial axis, positions offset, offset+step, ... (count of them), after (N, C)."""
-    return (slice(None), slice(None)) + tuple(
-        slice(o, o + s * (c - 1) + 1, s) for o, s, c in zip(offset, step, count)
-    )
-
-
-def padded(x: np.ndarray, pads: Sequence[int], fill: float, dtype: np.dtype) -> np.ndarray:
-    """x with `pads` cells of `fill` before and after every spatial axis, as `dtype`.
-
-    Returns x itself (no copy) when nothing is padded and the dtype already matches.
-    """
-    if not any(pads) and x.dtype == dtype:
-        return x
-    shape = x.shape[:2] + tuple(n + 2 * p for n, p in zip(x.shape[2:], pads))
-    out = np.full(shape, fill, dtype=dtype)
-    out[(slice(None), slice(None)) + tuple(slice(p, p + n) for p, n in zip(pads, x.shape[2:]))] = x
-    return out
-
-
-def interior(pads: Sequence[int], sizes: Sequence[int]) -> tuple:
-    """Index of the unpadded part of a padded array."""
-    return (slice(None), slice(None)) + tuple(slice(p, p + n) for p, n in zip(pads, sizes))
-
-
-def row_block(
-    x: np.ndarray, items: slice, rows: tuple[int, int], pads: Sequence[int], dtype: np.dtype, allocate=None
-) -> np.ndarray:
-    """Rows [a, b) of zero-padded x (padded coordinates, first spatial axis), batch items `items`.
-
-    A view of x when the block needs no padding and no dtype change; otherwise a zero-filled copy
-    in `allocate(shape)` (a zeroed array; a fresh one by default).
-    """
-    a, b = rows
-    size0 = x.shape[2]
-    lo, hi = max(a - pads[0], 0), min(b - pads[0], size0)
-    inner = x[items]
-    if a - pads[0] >= 0 and b - pads[0] <= size0 and not any(pads[1:]) and x.dtype == dtype:
-        return inner[:, :, a - pads[0] : b - pads[0]]
-    shape = inner.shape[:2] + (b - a,) + tuple(n + 2 * p for n, p in zip(x.shape[3:], pads[1:]))
-    out = np.zeros(shape, dtype=dtype) if allocate is None else allocate(shape)
-    if hi > lo:
-        dst = (slice(None), slice(None), slice(lo - (a - pads[0]), hi - (a - pads[0])))
-        dst += tuple(slice(p, p + n) for p, n in zip(pads[1:], x.shape[3:]))
-        out[dst] = inner[:, :, lo:hi]
-    return out
-
-
-# NumPy runs a ufunc over rows that cannot be merged into one run (a block of a larger array)
-# through its buffers whenever the rows are shorter than the buffer (8192 elements by default):
-# measured here, `a += b` over float64 rows of 100-8000 elements then costs 0.8 ns per element
-# instead of 0.25-0.5. With a buffer no longer than the rows, NumPy calls the loop on the rows in
-# place. Rows under ~400 bytes gain nothing (per-row overhead dominates) or lose.
-MIN_UNBUFFERED_ROW_BYTES = 384
-
-
-@contextlib.contextmanager
-def unbuffered_rows(length: int, itemsize: int) -> Iterator[None]:
-    """Within the block, ufuncs over rows of `length` elements run unbuffered (see above)."""
-    size = length // 16 * 16  # NumPy wants a multiple of 16
-    old = np.getbufsize()
-    if length * itemsize < MIN_UNBUFFERED_ROW_BYTES or size >= old:
-        yield
-        return
-    np.setbufsize(size)
-    try:
-        yield
-    finally:
-        np.setbufsize(old)

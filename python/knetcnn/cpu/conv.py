@@ -6,19 +6,16 @@ the roles (deconv4 is `backward_data`). Sizes always come from the geometry, nev
 here, so deconv4's output_padding (an input larger than conv4 would need) just works: rows that no
 kernel position reaches stay zero.
 
-The only Python loops run over blocks (see _chunks) and kernel offsets. For each block the
-columns `col[c, k, n, *y] = xpad[n, c, y*s + k*dil]` are gathered with one strided copy per
-kernel offset `k` (in the layout _conv_layouts picks), then `(G, Og, Cg*K) @ (G, Cg*K, n*Y)`
-runs as a single batched GEMM; backward-data scatters the product back with one add per offset.
+The only Python loop runs over blocks (see _conv_blocks). For each block the compiled im2col
+gathers `col[c, k, n, *y] = xpad[n, c, y*s + k*dil]`, then `(G, Og, Cg*K) @ (G, Cg*K, n*Y)` runs
+as a single batched GEMM; backward-data's product is scattered back by the compiled col2im.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from ._conv_layouts import ConvShape, Narrow, Wide, choose
+from ._conv_blocks import ConvShape
 from ._layout import compute_dtype
 from ._scratch import Scratch
 
@@ -31,25 +28,33 @@ def _weights(w: np.ndarray, cv: ConvShape, alpha: float, dtype: np.dtype) -> np.
     return wm.reshape(cv.groups, cv.og, cv.cg * cv.kp)
 
 
-def _columns(cv: ConvShape, layout, b, scratch: Scratch) -> np.ndarray:
+def _columns(cv: ConvShape, b, scratch: Scratch) -> np.ndarray:
     """This block's (C*K, columns) matrix: gathered columns, or backward-data's product."""
-    return scratch.array("columns", (cv.c * cv.kp, layout.columns(b)))
+    return scratch.array("columns", (cv.c * cv.kp, cv.columns(b)))
+
+
+def _gradient(cv: ConvShape, dy: np.ndarray, b, dtype: np.dtype, scratch: Scratch) -> np.ndarray:
+    """dy[block] as the GEMM's (O, columns): a view of dy where one exists, else a copy."""
+    view = cv.matrix_view(dy, b, dtype)
+    return cv.load(dy, b, scratch) if view is None else view
 
 
 def forward(w: np.ndarray, x: np.ndarray, g, alpha: float) -> np.ndarray:
     """y = alpha * conv(w', x): conv4(w, x), and deconv4x(w, ., dy) with x = dy."""
     cv = ConvShape(g)
     dtype = compute_dtype(x.dtype)
-    layout = choose(cv, scatter=False)
     wm = _weights(w, cv, alpha, dtype)
     y = np.empty(cv.output_shape, dtype=x.dtype)
     with Scratch(dtype) as scratch:
-        for b in layout.blocks(y.nbytes, dtype.itemsize):
-            col = _columns(cv, layout, b, scratch)
-            layout.gather(layout.source(x, b, scratch), col, b)
-            out = scratch.array("product", (cv.groups, cv.og, col.shape[1]))
-            np.matmul(wm, col.reshape(cv.groups, cv.cg * cv.kp, -1), out=out)
-            layout.store(y, b, out.reshape(cv.o, -1))
+        for b in cv.blocks(y.nbytes, dtype.itemsize):
+            col = _columns(cv, b, scratch)
+            cv.gather(x, b, col, scratch)
+            direct = cv.matrix_view(y, b, dtype)
+            out = scratch.array("product", (cv.o, col.shape[1])) if direct is None else direct
+            grouped = out.reshape(cv.groups, cv.og, -1)  # a view: the channels' rows are uniform
+            np.matmul(wm, col.reshape(cv.groups, cv.cg * cv.kp, -1), out=grouped)
+            if direct is None:
+                cv.store(y, b, out)
     return y
 
 
@@ -57,20 +62,14 @@ def backward_data(w: np.ndarray, dy: np.ndarray, g, alpha: float) -> np.ndarray:
     """dx = alpha * conv(w', .)^T dy: conv4x(w, x, dy), and deconv4(w, x) with dy = x."""
     cv = ConvShape(g)
     dtype = compute_dtype(dy.dtype)
-    wm = _weights(w, cv, alpha, dtype)
-    layout = choose(cv, scatter=True)
-    if isinstance(layout, Wide) and not np.isfinite(wm).all():
-        layout = Narrow(cv)  # inf * a garbage zero would scatter NaN into real cells
-    wt = wm.transpose(0, 2, 1)
+    wt = _weights(w, cv, alpha, dtype).transpose(0, 2, 1)
     dx = np.zeros(cv.input_shape, dtype=dtype)
     with Scratch(dtype) as scratch:
-        for b in layout.blocks(dx.nbytes, dtype.itemsize):
-            grouped = layout.load(dy, b, scratch).reshape(cv.groups, cv.og, -1)
-            dcol = _columns(cv, layout, b, scratch)
+        for b in cv.blocks(dx.nbytes, dtype.itemsize):
+            grouped = _gradient(cv, dy, b, dtype, scratch).reshape(cv.groups, cv.og, -1)
+            dcol = _columns(cv, b, scratch)
             np.matmul(wt, grouped, out=dcol.reshape(cv.groups, cv.cg * cv.kp, -1))
-            target = layout.scatter_target(dx, b, scratch)
-            layout.scatter(dcol, target, b)
-            layout.add_back(dx, target, b)
+            cv.scatter(dcol, dx, b)
     return dx.astype(dy.dtype, copy=False)
 
 
@@ -102,17 +101,13 @@ def backward_filter(x: np.ndarray, dy: np.ndarray, g, alpha: float) -> np.ndarra
     """dw = alpha * sum_n dy (x) columns, in w's stored orientation: conv4w, and deconv4w (x = dy)."""
     cv = ConvShape(g)
     dtype = compute_dtype(x.dtype)
-    layout = choose(cv, scatter=False)
     dwm = np.zeros((cv.groups, cv.og, cv.cg * cv.kp), dtype=dtype)
     product = np.empty_like(dwm)
     with Scratch(dtype) as scratch:
-        for b in layout.blocks(dwm.nbytes, dtype.itemsize):
-            src = layout.source(x, b, scratch)
-            col = _columns(cv, layout, b, scratch)
-            layout.gather(src, col, b)
-            if isinstance(layout, Wide) and not np.isfinite(src).all():
-                layout.zero_garbage(col, b)  # inf * a zero gradient would put NaN into dw
-            grouped = layout.load(dy, b, scratch).reshape(cv.groups, cv.og, -1)
+        for b in cv.blocks(dwm.nbytes, dtype.itemsize):
+            col = _columns(cv, b, scratch)
+            cv.gather(x, b, col, scratch)
+            grouped = _gradient(cv, dy, b, dtype, scratch).reshape(cv.groups, cv.og, -1)
             _add_product_nt(dwm, grouped, col.reshape(cv.groups, cv.cg * cv.kp, -1), product)
     dw = dwm.reshape(cv.filter_shape)
     if cv.mode == 0:

@@ -1,0 +1,120 @@
+// The CPU convolution's im2col / col2im (core/cpu_conv.hpp) on NumPy arrays: checks every array
+// against the window before any memory is touched, then runs the kernel without the GIL.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <string>
+
+#include "../core/cpu_conv.hpp"
+#include "../core/errors.hpp"
+#include "bindings.hpp"
+
+namespace py = pybind11;
+
+namespace knetcnn::bindings {
+namespace {
+
+using cpu::Axes3;
+using cpu::ConvWindow;
+
+void require(bool ok, const std::string& function, const std::string& what) {
+  if (!ok) throw value_error(function + ": " + what);
+}
+
+// A 5-D array of element type T as a core Volume (element strides); ValueError where it cannot be.
+template <typename T>
+cpu::Volume<T> volume_of(const std::string& function, const char* argument, const py::array& a) {
+  require(a.ndim() == 5, function, std::string(argument) + " must be 5-D (items, channels, S0, S1, S2), got " +
+                                       std::to_string(a.ndim()) + "-D");
+  require(reinterpret_cast<std::uintptr_t>(a.data()) % alignof(T) == 0, function,
+          std::string(argument) + " must be aligned to its element size");
+  cpu::Volume<T> v;
+  v.data = static_cast<T*>(const_cast<void*>(a.data()));
+  for (int i = 0; i < 5; ++i) {
+    require(a.strides(i) % static_cast<py::ssize_t>(sizeof(T)) == 0, function,
+            std::string(argument) + "'s strides must be multiples of its element size");
+    v.shape[i] = a.shape(i);
+    v.strides[i] = a.strides(i) / static_cast<py::ssize_t>(sizeof(T));
+  }
+  return v;
+}
+
+// col must be a C-contiguous T array of exactly the window's column count.
+template <typename T>
+void check_columns(const std::string& function, const py::array& col, const ConvWindow& w, int64_t items,
+                   int64_t channels) {
+  require(py::isinstance<py::array_t<T>>(col), function, "col must have the same dtype as the volume");
+  require((col.flags() & py::array::c_style) != 0, function, "col must be C-contiguous");
+  const int64_t expected = cpu::column_elements(function.c_str(), w, items, channels);
+  require(col.size() == expected, function,
+          "col has " + std::to_string(col.size()) + " elements, the window needs " + std::to_string(expected));
+}
+
+template <typename T>
+void run_im2col(const py::array& x, py::array col, const ConvWindow& w, bool parallel) {
+  const std::string function = "im2col";
+  auto volume = volume_of<const T>(function, "x", x);
+  check_columns<T>(function, col, w, volume.shape[0], volume.shape[1]);
+  require(col.writeable(), function, "col must be writeable");
+  T* out = static_cast<T*>(col.mutable_data());
+  py::gil_scoped_release release;
+  cpu::im2col<T>(volume, w, out, parallel);
+}
+
+template <typename T>
+void run_col2im(const py::array& col, const py::array& dx, const ConvWindow& w, bool parallel) {
+  const std::string function = "col2im";
+  require(dx.writeable(), function, "dx must be writeable");
+  auto volume = volume_of<T>(function, "dx", dx);
+  cpu::check_no_self_overlap(function.c_str(), "dx", volume.shape, volume.strides);
+  check_columns<T>(function, col, w, volume.shape[0], volume.shape[1]);
+  const T* in = static_cast<const T*>(col.data());
+  py::gil_scoped_release release;
+  cpu::col2im<T>(in, w, volume, parallel);
+}
+
+ConvWindow window(const Axes3& kernel, const Axes3& stride, const Axes3& dilation, const Axes3& padding,
+                  const Axes3& origin, const Axes3& out_begin, const Axes3& out_end) {
+  return ConvWindow{kernel, stride, dilation, padding, origin, out_begin, out_end};
+}
+
+[[noreturn]] void unsupported_dtype(const char* function, const char* argument, const py::array& a) {
+  throw ArgumentError(ArgumentError::Kind::Type, std::string(function) + ": " + argument +
+                                                     " must be float32 or float64, got " +
+                                                     py::str(a.dtype()).cast<std::string>());
+}
+
+}  // namespace
+
+void register_cpu_conv(py::module_& m) {
+  m.def(
+      "im2col",
+      [](const py::array& x, const py::array& col, const Axes3& kernel, const Axes3& stride, const Axes3& dilation,
+         const Axes3& padding, const Axes3& origin, const Axes3& out_begin, const Axes3& out_end, bool parallel) {
+        const ConvWindow w = window(kernel, stride, dilation, padding, origin, out_begin, out_end);
+        if (py::isinstance<py::array_t<double>>(x)) return run_im2col<double>(x, col, w, parallel);
+        if (py::isinstance<py::array_t<float>>(x)) return run_im2col<float>(x, col, w, parallel);
+        unsupported_dtype("im2col", "x", x);
+      },
+      "col[c, k, n, *j] = x[n, c, *((out_begin + j) * stride + k * dilation - padding - origin)], 0 outside x "
+      "(spatial axes lifted to 3; col C-contiguous (C*prod(kernel), items*prod(out_end - out_begin)))",
+      py::arg("x").noconvert(), py::arg("col").noconvert(), py::arg("kernel"), py::arg("stride"),
+      py::arg("dilation"), py::arg("padding"), py::arg("origin"), py::arg("out_begin"), py::arg("out_end"),
+      py::arg("parallel"));
+  m.def(
+      "col2im",
+      [](const py::array& col, const py::array& dx, const Axes3& kernel, const Axes3& stride, const Axes3& dilation,
+         const Axes3& padding, const Axes3& origin, const Axes3& out_begin, const Axes3& out_end, bool parallel) {
+        const ConvWindow w = window(kernel, stride, dilation, padding, origin, out_begin, out_end);
+        if (py::isinstance<py::array_t<double>>(dx)) return run_col2im<double>(col, dx, w, parallel);
+        if (py::isinstance<py::array_t<float>>(dx)) return run_col2im<float>(col, dx, w, parallel);
+        unsupported_dtype("col2im", "dx", dx);
+      },
+      "dx += the adjoint of im2col applied to col (cells outside dx dropped)", py::arg("col").noconvert(),
+      py::arg("dx").noconvert(), py::arg("kernel"), py::arg("stride"), py::arg("dilation"), py::arg("padding"),
+      py::arg("origin"), py::arg("out_begin"), py::arg("out_end"), py::arg("parallel"));
+}
+
+}  // namespace knetcnn::bindings

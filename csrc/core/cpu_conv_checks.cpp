@@ -1,0 +1,71 @@
+// The checks that make cpu_conv's kernels safe to call: column counts and coordinates that fit
+// 64 bits, and scatter targets whose threads cannot collide.
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cpu_conv.hpp"
+#include "errors.hpp"
+
+namespace knetcnn::cpu {
+namespace {
+
+void check(bool ok, const char* function, const std::string& what) {
+  if (!ok) throw value_error(std::string(function) + ": " + what);
+}
+
+int64_t checked_mul(const char* function, int64_t a, int64_t b) {
+  int64_t out;
+  check(!__builtin_mul_overflow(a, b, &out), function, "sizes overflow 64-bit integers");
+  return out;
+}
+
+int64_t checked_add(const char* function, int64_t a, int64_t b) {
+  int64_t out;
+  check(!__builtin_add_overflow(a, b, &out), function, "coordinates overflow 64-bit integers");
+  return out;
+}
+
+}  // namespace
+
+int64_t column_elements(const char* function, const ConvWindow& w, int64_t items, int64_t channels) {
+  check(items >= 0 && channels >= 0, function, "items and channels must be >= 0");
+  int64_t total = checked_mul(function, items, channels);
+  for (int a = 0; a < 3; ++a) {
+    const std::string axis = " on axis " + std::to_string(a);
+    check(w.kernel[a] >= 1 && w.stride[a] >= 1 && w.dilation[a] >= 1, function,
+          "kernel, stride and dilation must be >= 1" + axis);
+    check(w.padding[a] >= 0, function, "padding must be >= 0" + axis);
+    check(w.out_begin[a] >= 0 && w.out_begin[a] <= w.out_end[a], function,
+          "the output box must satisfy 0 <= out_begin <= out_end" + axis);
+    // The largest |coordinate| the kernels compute: out_end*stride + (kernel-1)*dilation + padding + |origin|.
+    check(w.origin[a] > INT64_MIN, function, "origin out of range" + axis);
+    int64_t reach = checked_mul(function, w.out_end[a], w.stride[a]);
+    reach = checked_add(function, reach, checked_mul(function, w.kernel[a] - 1, w.dilation[a]));
+    reach = checked_add(function, reach, w.padding[a]);
+    checked_add(function, reach, std::llabs(w.origin[a]));
+    total = checked_mul(function, total, w.kernel[a]);
+    total = checked_mul(function, total, w.out_end[a] - w.out_begin[a]);
+  }
+  return total;
+}
+
+void check_no_self_overlap(const char* function, const char* argument, const std::array<int64_t, 5>& shape,
+                           const std::array<int64_t, 5>& strides) {
+  std::vector<std::pair<int64_t, int64_t>> axes;  // (|stride|, size) of the axes that step
+  for (size_t a = 0; a < shape.size(); ++a) {
+    if (shape[a] == 0) return;  // no elements at all
+    if (shape[a] > 1) axes.emplace_back(std::llabs(strides[a]), shape[a]);
+  }
+  // Sorted by stride, each axis must step past everything the smaller-stride axes span.
+  std::sort(axes.begin(), axes.end());
+  int64_t span = 1;
+  for (const auto& [stride, size] : axes) {
+    check(stride >= span, function, std::string(argument) + " must not overlap itself (its strides alias)");
+    span = checked_add(function, span, checked_mul(function, size - 1, stride));
+  }
+}
+
+}  // namespace knetcnn::cpu

@@ -1,0 +1,239 @@
+"""The CPU convolution's blocks and compiled im2col / col2im: cut into tiny blocks (single items,
+single output rows whose input rows overlap) the result equals one block's and the reference's,
+for the conv4 and the deconv4 families;
+inputs the kernels cannot read in place (float16, non-contiguous, misaligned) go through a
+converted copy of just the rows a block reads; non-finite values stay where the formula puts them;
+the kernels' own arguments are checked before any memory is touched."""
+
+import numpy as np
+import pytest
+from numpy.lib.stride_tricks import as_strided
+
+import knetcnn
+import reference
+from cases import DTYPES, assert_close, deconv_config, normal
+from knetcnn._core import core
+from knetcnn.cpu import _chunks, _conv_blocks
+
+
+def use_tiny_blocks(monkeypatch):
+    """Blocks of one item, and of one output row where an item is more than 256 bytes."""
+    for name, value in (("TARGET_BYTES", 256), ("MIN_BUDGET_BYTES", 256), ("RESULT_FACTOR", 0)):
+        monkeypatch.setattr(_chunks, name, value)
+    monkeypatch.setattr(_conv_blocks, "MIN_COLUMNS", 0)
+
+
+def _three_ops(w, x, dy, kw):
+    return [knetcnn.conv4(w, x, **kw), knetcnn.conv4x(w, x, dy, **kw), knetcnn.conv4w(w, x, dy, **kw)]
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_small_blocks_give_the_result_of_one_block(monkeypatch, d):
+    rng = np.random.default_rng([79, d])
+    w = rng.standard_normal((4, 3) + (3,) * d)
+    x = rng.standard_normal((3, 6) + (7, 6, 5)[:d])
+    kw = dict(padding=(1, 0, 2)[:d], dilation=(1, 2, 1)[:d], stride=(2, 1, 1)[:d], group=2, alpha=0.5)
+    dy = rng.standard_normal(knetcnn.conv4(w, x, **kw).shape)
+    whole = _three_ops(w, x, dy, kw)
+    use_tiny_blocks(monkeypatch)
+    for got, expect in zip(_three_ops(w, x, dy, kw), whole):
+        np.testing.assert_allclose(got, expect, rtol=1e-12, atol=1e-12)
+
+
+def _strided_conv_config(rng):
+    d = int(rng.integers(1, 4))
+    k = rng.integers(1, (0, 5, 4, 3)[d], d)
+    s, dil, p = rng.integers(1, 4, d), rng.integers(1, 3, d), rng.integers(0, 3, d)
+    group = int(rng.choice([1, 2]))
+    span = (k - 1) * dil + 1
+    x = np.maximum(1, span - 2 * p) + rng.integers(0, (0, 9, 7, 4)[d], d)
+    kw = dict(padding=tuple(int(v) for v in p), stride=tuple(int(v) for v in s),
+              dilation=tuple(int(v) for v in dil), mode=int(rng.integers(2)), group=group,
+              alpha=float(rng.choice([1.0, -0.5])))  # fmt: skip
+    w_shape = (group * int(rng.integers(1, 3)), int(rng.integers(1, 3))) + tuple(int(v) for v in k)
+    x_shape = (int(rng.integers(1, 3)), group * w_shape[1]) + tuple(int(v) for v in x)
+    return w_shape, x_shape, kw
+
+
+def _unusual_layout(rng, a):
+    """a, or the same values in a layout the kernels cannot or need not read as is."""
+    kind = rng.integers(4)
+    if kind == 1:  # non-contiguous: every other element of a larger array
+        big = np.empty(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
+        big[..., ::2] = a
+        return big[..., ::2]
+    if kind == 2:  # reversed last axis (negative strides)
+        return np.ascontiguousarray(a[..., ::-1])[..., ::-1]
+    if kind == 3 and a.dtype.itemsize > 1:  # misaligned
+        raw = np.empty(a.nbytes + 1, np.uint8)[1:].view(a.dtype).reshape(a.shape)
+        raw[...] = a
+        return raw
+    return a
+
+
+@pytest.mark.parametrize("blocks", ["whole", "tiny"])
+def test_strided_and_unusual_inputs_match_reference(monkeypatch, blocks):
+    if blocks == "tiny":
+        use_tiny_blocks(monkeypatch)
+    rng = np.random.default_rng(103)
+    for _ in range(40):
+        w_shape, x_shape, kw = _strided_conv_config(rng)
+        dtype = DTYPES[rng.integers(3)]
+        w, x = normal(rng, w_shape, dtype), normal(rng, x_shape, dtype)
+        ref, mag = reference.conv4(w, x, magnitude=True, **kw)
+        what = f"{w_shape} {x_shape} {kw} {dtype.__name__}"
+        assert_close(knetcnn.conv4(w, _unusual_layout(rng, x), **kw), ref, mag, dtype, "conv4 " + what)
+        dy = normal(rng, ref.shape, dtype)
+        ref, mag = reference.conv4x(w, x, dy, magnitude=True, **kw)
+        assert_close(knetcnn.conv4x(w, x, _unusual_layout(rng, dy), **kw), ref, mag, dtype, "conv4x " + what)
+        ref, mag = reference.conv4w(w, x, dy, magnitude=True, **kw)
+        got = knetcnn.conv4w(w, _unusual_layout(rng, x), _unusual_layout(rng, dy), **kw)
+        assert_close(got, ref, mag, dtype, "conv4w " + what)
+
+
+@pytest.mark.parametrize("blocks", ["whole", "tiny"])
+@pytest.mark.parametrize(
+    "w_shape,x_shape,kw",
+    [
+        ((4, 3, 3, 11), (2, 3, 9, 74), dict(stride=(2, 4), padding=(1, 2))),  # AlexNet-like stem
+        ((3, 2, 8), (2, 2, 90), dict(stride=3, dilation=2, padding=4)),  # 1-D, dilated
+        ((2, 2, 2, 3, 7), (1, 2, 3, 4, 50), dict(stride=(1, 1, 2), padding=(0, 1, 3))),  # 3-D, 7-wide stride 2
+    ],
+)
+def test_wide_strided_kernels_match_reference(monkeypatch, blocks, w_shape, x_shape, kw):
+    """Kernels at least twice as wide as their stride, over rows longer than 16 outputs (the
+    kernels' run-time-length strided copies and adds)."""
+    if blocks == "tiny":
+        use_tiny_blocks(monkeypatch)
+    rng = np.random.default_rng(109)
+    for dtype in (np.float64, np.float32):
+        w, x = normal(rng, w_shape, dtype), normal(rng, x_shape, dtype)
+        ref, mag = reference.conv4(w, x, magnitude=True, **kw)
+        assert ref.shape[-1] > 16
+        assert_close(knetcnn.conv4(w, x, **kw), ref, mag, dtype, f"conv4 {kw}")
+        dy = normal(rng, ref.shape, dtype)
+        ref, mag = reference.conv4x(w, x, dy, magnitude=True, **kw)
+        assert_close(knetcnn.conv4x(w, x, dy, **kw), ref, mag, dtype, f"conv4x {kw}")
+        ref, mag = reference.conv4w(w, x, dy, magnitude=True, **kw)
+        assert_close(knetcnn.conv4w(w, x, dy, **kw), ref, mag, dtype, f"conv4w {kw}")
+
+
+@pytest.mark.parametrize("blocks", ["whole", "tiny"])
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_deconv_family_in_blocks_matches_reference(monkeypatch, blocks, d):
+    """deconv4 runs as backward-data over a result that output_padding makes larger than conv4
+    would need: the rows no kernel position reaches stay zero, in any blocking."""
+    if blocks == "tiny":
+        use_tiny_blocks(monkeypatch)
+    rng = np.random.default_rng([107, d])
+    checked = 0
+    while checked < 8:
+        cfg = deconv_config(rng)
+        if len(cfg["x"]) - 2 != d:
+            continue
+        checked += 1
+        kw, dtype = cfg["kwargs"], cfg["dtype"]
+        w, x = normal(rng, cfg["w"], dtype), normal(rng, cfg["x"], dtype)
+        what = f"{cfg}"
+        ref, mag = reference.deconv4(w, x, magnitude=True, **kw)
+        assert_close(knetcnn.deconv4(w, x, **kw), ref, mag, dtype, "deconv4 " + what)
+        dy = normal(rng, ref.shape, dtype)
+        ref, mag = reference.deconv4x(w, x, dy, magnitude=True, **kw)
+        assert_close(knetcnn.deconv4x(w, x, dy, **kw), ref, mag, dtype, "deconv4x " + what)
+        ref, mag = reference.deconv4w(w, x, dy, magnitude=True, **kw)
+        assert_close(knetcnn.deconv4w(w, x, dy, **kw), ref, mag, dtype, "deconv4w " + what)
+
+
+@pytest.mark.parametrize("padding", [0, 1])
+def test_non_finite_values_stay_where_the_formula_puts_them(padding):
+    rng = np.random.default_rng(73)
+    w = rng.standard_normal((2, 3, 3, 2))
+    x = rng.standard_normal((2, 3, 6, 7))
+    w[1, 2, 0, 1] = np.inf
+    x[0, 1, 2, 6] = -np.inf
+    kw = dict(padding=padding, mode=1)
+    y = knetcnn.conv4(w, np.nan_to_num(x, neginf=0.0), **kw)
+    dy = rng.uniform(0.5, 1.5, y.shape)  # no zeros: inf * 0 must come only from padding, if at all
+    assert_same_specials(knetcnn.conv4x(w, x, dy, **kw), reference.conv4x(w, x, dy, **kw))
+    assert_same_specials(knetcnn.conv4w(w, x, dy, **kw), reference.conv4w(w, x, dy, **kw))
+
+
+def assert_same_specials(got, expect):
+    """NaN and +-inf exactly where the reference has them; finite values equal up to rounding."""
+    assert np.isinf(expect).any() or np.isnan(expect).any()  # the case is not vacuous
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expect))
+    np.testing.assert_array_equal(np.where(np.isinf(got), got, 0), np.where(np.isinf(expect), expect, 0))
+    finite = np.isfinite(expect)
+    np.testing.assert_allclose(got[finite], expect[finite], rtol=1e-12, atol=1e-12)
+
+
+def _shape(w, x, stride=1, padding=0):
+    return _conv_blocks.ConvShape(
+        knetcnn._geometry.conv("conv4", w, x, padding=padding, stride=stride, dilation=1, mode=1, group=1)
+    )
+
+
+@pytest.mark.parametrize(
+    "w,x,kw",
+    [
+        ((20, 1, 5, 5), (64, 1, 28, 28), {}),
+        ((50, 20, 5, 5), (64, 20, 12, 12), {}),
+        ((64, 64, 3, 3), (8, 64, 56, 56), dict(padding=1)),
+        ((256, 256, 3, 3), (8, 256, 14, 14), dict(padding=1)),
+        ((96, 3, 11, 11), (8, 3, 227, 227), dict(stride=4)),
+    ],
+)
+def test_benchmark_shapes_get_wide_enough_blocks_within_budget(w, x, kw):
+    cv = _shape(w, x, **kw)
+    for itemsize in (4, 8):
+        result = itemsize * int(np.prod(cv.output_shape))
+        blocks = cv.blocks(result, itemsize)
+        assert sum((b.n1 - b.n0) * (b.r1 - b.r0) for b in blocks) == cv.n * cv.y[0]  # a cover
+        for b in blocks:
+            # plan() evens the blocks out, which may cut them down to half of what was asked.
+            assert cv.columns(b) >= min(_conv_blocks.MIN_COLUMNS, cv.n * int(np.prod(cv.y))) // 2
+            assert cv.columns(b) * cv.c * cv.kp * itemsize <= _chunks.budget(result)
+
+
+KERNEL_ARGS = dict(kernel=(1, 3, 3), stride=(1, 1, 1), dilation=(1, 1, 1), padding=(0, 1, 1), origin=(0, 0, 0),
+                   out_begin=(0, 0, 0), out_end=(1, 4, 5), parallel=False)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "call,error,message",
+    [
+        (lambda x, col: core.im2col(x[0], col, **KERNEL_ARGS), ValueError, "x must be 5-D"),
+        (lambda x, col: core.im2col(x, col[:, :-1], **KERNEL_ARGS), ValueError, "col must be C-contiguous"),
+        (lambda x, col: core.im2col(x, col[:-1], **KERNEL_ARGS), ValueError, "col has 340 elements, the window needs 360"),
+        (lambda x, col: core.im2col(x, col.astype(np.float32), **KERNEL_ARGS), ValueError, "same dtype"),
+        (lambda x, col: core.im2col(x.astype(np.int64), col, **KERNEL_ARGS), TypeError, "float32 or float64"),
+        (lambda x, col: core.im2col(x, np.broadcast_to(col, col.shape), **KERNEL_ARGS), ValueError, "writeable"),
+        (lambda x, col: core.im2col(x, col, **dict(KERNEL_ARGS, stride=(1, 0, 1))), ValueError, "stride"),
+        (lambda x, col: core.im2col(x, col, **dict(KERNEL_ARGS, out_end=(1, 4, 2**62))), ValueError, "overflow"),
+        (lambda x, col: core.col2im(col, np.broadcast_to(x, x.shape), **KERNEL_ARGS), ValueError, "dx must be writeable"),
+        (lambda x, col: core.col2im(col, as_strided(np.zeros(5), x.shape, (0, 0, 0, 0, 8)), **KERNEL_ARGS),
+         ValueError, "dx must not overlap itself"),  # fmt: skip
+        (lambda x, col: core.col2im(col, x.view(np.uint8)[..., 1:-7].view(np.float64), **KERNEL_ARGS), ValueError, "aligned"),
+    ],
+)
+def test_kernels_refuse_bad_arguments(call, error, message):
+    x = np.ones((1, 2, 1, 4, 5))
+    col = np.zeros((2 * 9, 20))
+    with pytest.raises(error, match=message):
+        call(x, col)
+
+
+def test_kernels_on_several_threads_match_one_thread():
+    """conv.py runs the kernels on one thread (see _conv_blocks.PARALLEL_KERNELS); split across
+    parallel_for's threads, with the GIL released, they give the same results."""
+    rng = np.random.default_rng(113)
+    x = rng.standard_normal((16, 3, 1, 30, 31))
+    args = dict(kernel=(1, 5, 5), stride=(1, 1, 2), dilation=(1, 1, 1), padding=(0, 2, 1), origin=(0, 0, 0),
+                out_begin=(0, 0, 0), out_end=(1, 30, 15))  # fmt: skip
+    cols = [np.empty((3 * 25, 16 * 30 * 15)) for _ in range(2)]
+    dxs = [np.zeros_like(x) for _ in range(2)]
+    for parallel, col, dx in zip((False, True), cols, dxs):
+        core.im2col(x, col, **args, parallel=parallel)
+        core.col2im(col, dx, **args, parallel=parallel)
+    np.testing.assert_array_equal(cols[0], cols[1])
+    np.testing.assert_array_equal(dxs[0], dxs[1])
