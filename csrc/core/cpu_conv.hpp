@@ -35,12 +35,13 @@ struct Volume {
 
 // Elements of the columns a window gathers from a volume with `items` items and `channels`
 // channels. Throws a ValueError-kind ArgumentError naming `function` if the window is malformed
-// (kernel, stride or dilation < 1, padding < 0, an empty-or-reversed box given backwards) or if
-// its coordinates or the column count would overflow 64 bits.
+// (kernel, stride or dilation < 1, padding < 0, out_begin < 0 or > out_end) or if its
+// coordinates or the column count would overflow 64 bits.
 int64_t column_elements(const char* function, const ConvWindow& window, int64_t items, int64_t channels);
 
-// Throws (as above) unless distinct indices of `shape`/`strides` address distinct elements:
-// col2im's threads write disjoint (item, channel) planes only if the view does not overlap itself.
+// Throws (as above) unless the strides, sorted, each step past all that the smaller ones span: then
+// distinct indices address distinct elements, as col2im's adds (and its threads, which write
+// disjoint (item, channel) planes) need.
 void check_no_self_overlap(const char* function, const char* argument, const std::array<int64_t, 5>& shape,
                            const std::array<int64_t, 5>& strides);
 
