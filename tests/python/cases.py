@@ -125,3 +125,20 @@ def assert_close(ours, ref, scale, dtype, what, terms=256):
 def finite_max(a) -> float:
     a = np.abs(np.asarray(a, np.float64))
     return float(np.max(a[np.isfinite(a)], initial=0.0))
+
+
+def check_family_against_reference(family: str, rng, cfg) -> None:
+    """family(w, x), its x- and w-gradients, for one conv_config / deconv_config against the
+    loop reference (family is "conv4" or "deconv4"); the gradients get a random dy."""
+    import knetcnn
+    import reference
+
+    dtype, kw = cfg["dtype"], cfg["kwargs"]
+    w, x = normal(rng, cfg["w"], dtype), normal(rng, cfg["x"], dtype)
+    what = f"{cfg}"
+    ref, mag = getattr(reference, family)(w, x, magnitude=True, **kw)
+    assert_close(getattr(knetcnn, family)(w, x, **kw), ref, mag, dtype, f"{family} {what}")
+    dy = normal(rng, ref.shape, dtype)
+    for grad in (family + "x", family + "w"):
+        ref, mag = getattr(reference, grad)(w, x, dy, magnitude=True, **kw)
+        assert_close(getattr(knetcnn, grad)(w, x, dy, **kw), ref, mag, dtype, f"{grad} {what}")

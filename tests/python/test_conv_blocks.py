@@ -11,7 +11,7 @@ from numpy.lib.stride_tricks import as_strided
 
 import knetcnn
 import reference
-from cases import DTYPES, assert_close, deconv_config, normal
+from cases import DTYPES, assert_close, check_family_against_reference, deconv_config, normal
 from knetcnn._core import core
 from knetcnn.cpu import _chunks, _conv_blocks
 
@@ -132,16 +132,7 @@ def test_deconv_family_in_blocks_matches_reference(monkeypatch, blocks, d):
         if len(cfg["x"]) - 2 != d:
             continue
         checked += 1
-        kw, dtype = cfg["kwargs"], cfg["dtype"]
-        w, x = normal(rng, cfg["w"], dtype), normal(rng, cfg["x"], dtype)
-        what = f"{cfg}"
-        ref, mag = reference.deconv4(w, x, magnitude=True, **kw)
-        assert_close(knetcnn.deconv4(w, x, **kw), ref, mag, dtype, "deconv4 " + what)
-        dy = normal(rng, ref.shape, dtype)
-        ref, mag = reference.deconv4x(w, x, dy, magnitude=True, **kw)
-        assert_close(knetcnn.deconv4x(w, x, dy, **kw), ref, mag, dtype, "deconv4x " + what)
-        ref, mag = reference.deconv4w(w, x, dy, magnitude=True, **kw)
-        assert_close(knetcnn.deconv4w(w, x, dy, **kw), ref, mag, dtype, "deconv4w " + what)
+        check_family_against_reference("deconv4", rng, cfg)
 
 
 @pytest.mark.parametrize("padding", [0, 1])

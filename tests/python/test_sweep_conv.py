@@ -4,9 +4,7 @@
 import numpy as np
 import pytest
 
-import knetcnn
-import reference
-from cases import assert_close, conv_config, normal
+from cases import check_family_against_reference, conv_config
 
 CONFIGS = 500
 BATCHES = 10
@@ -16,16 +14,4 @@ BATCHES = 10
 def test_conv_family_matches_reference(batch):
     rng = np.random.default_rng([31, batch])
     for _ in range(CONFIGS // BATCHES):
-        cfg = conv_config(rng)
-        dtype, kw = cfg["dtype"], cfg["kwargs"]
-        w, x = normal(rng, cfg["w"], dtype), normal(rng, cfg["x"], dtype)
-        what = f"{cfg}"
-
-        ref, mag = reference.conv4(w, x, magnitude=True, **kw)
-        assert_close(knetcnn.conv4(w, x, **kw), ref, mag, dtype, "conv4 " + what)
-
-        dy = normal(rng, ref.shape, dtype)
-        ref, mag = reference.conv4x(w, x, dy, magnitude=True, **kw)
-        assert_close(knetcnn.conv4x(w, x, dy, **kw), ref, mag, dtype, "conv4x " + what)
-        ref, mag = reference.conv4w(w, x, dy, magnitude=True, **kw)
-        assert_close(knetcnn.conv4w(w, x, dy, **kw), ref, mag, dtype, "conv4w " + what)
+        check_family_against_reference("conv4", rng, conv_config(rng))
