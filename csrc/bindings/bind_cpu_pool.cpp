@@ -5,6 +5,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
 #include <string>
 
 #include "../core/cpu_pool.hpp"
@@ -25,6 +26,9 @@ void check_planes(const char* function, const char* argument, const Array<T>& a,
   bool same = a.ndim() == static_cast<py::ssize_t>(spatial.size());
   for (py::ssize_t i = 2; same && i < a.ndim(); ++i) same = a.shape(i) == spatial[i];
   if (same && leading_like) same = a.shape(0) == leading_like->shape(0) && a.shape(1) == leading_like->shape(1);
+  if (reinterpret_cast<std::uintptr_t>(a.data()) % alignof(T) != 0) {
+    throw py::value_error(std::string(function) + ": " + argument + " is not aligned to its dtype; pass an aligned copy");
+  }
   if (!same) {
     Shape expected = spatial;
     expected[0] = leading_like ? leading_like->shape(0) : -1;

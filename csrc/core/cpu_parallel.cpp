@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <exception>
+#include <mutex>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -36,20 +38,33 @@ void parallel_for(int64_t count, int64_t work_per_item, const std::function<void
     body(0, count);
     return;
   }
+  // An exception (bad_alloc, say) must not escape a thread (std::terminate): the first one is
+  // kept and rethrown on the calling thread once every range has finished.
+  std::exception_ptr failure;
+  std::mutex failure_mutex;
+  auto guarded = [&](int64_t begin, int64_t end) {
+    try {
+      body(begin, end);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(failure_mutex);
+      if (!failure) failure = std::current_exception();
+    }
+  };
   std::vector<std::thread> workers;
   workers.reserve(threads - 1);
   auto range = [&](int64_t t) { return std::pair{count * t / threads, count * (t + 1) / threads}; };
   for (int64_t t = 1; t < threads; ++t) {
     auto [begin, end] = range(t);
     try {
-      workers.emplace_back([&body, begin = begin, end = end] { body(begin, end); });
+      workers.emplace_back([&guarded, begin = begin, end = end] { guarded(begin, end); });
     } catch (const std::system_error&) {
-      body(begin, end);  // no thread to be had (resource limits): do this range here
+      guarded(begin, end);  // no thread to be had (resource limits): do this range here
     }
   }
   auto [begin, end] = range(0);
-  body(begin, end);
+  guarded(begin, end);
   for (auto& worker : workers) worker.join();
+  if (failure) std::rethrow_exception(failure);
 }
 
 }  // namespace knetcnn::cpu

@@ -15,7 +15,7 @@ int max_threads();
 
 // Calls body(begin, end) over disjoint ranges covering [0, count). `work_per_item` is a rough
 // cost of one item in elements touched; fewer than kMinWorkPerThread elements per thread runs
-// serially. body must not throw.
+// serially. If body throws, the first exception is rethrown here after every range has finished.
 void parallel_for(int64_t count, int64_t work_per_item, const std::function<void(int64_t, int64_t)>& body);
 
 // Below this many elements of work per thread, starting a thread costs more than it saves

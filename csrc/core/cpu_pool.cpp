@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <type_traits>
 #include <vector>
 
 #include "cpu_parallel.hpp"
@@ -13,10 +12,12 @@
 namespace knetcnn::cpu {
 namespace {
 
-// One spatial axis, lifted: the in-bounds input range [begin, end) of every output index.
+// One spatial axis, lifted: the in-bounds input range [begin(o), end(o)) of output index o.
+// Computed, not stored: a long 1-D signal has as many outputs as inputs.
 struct Axis {
-  int64_t in = 1, out = 1, window = 1;
-  std::vector<int64_t> begin, end;
+  int64_t in = 1, out = 1, window = 1, stride = 1, pad = 0;
+  int64_t begin(int64_t o) const { return std::max<int64_t>(o * stride - pad, 0); }
+  int64_t end(int64_t o) const { return std::min(o * stride - pad + window, in); }
 };
 
 // The geometry with its spatial axes lifted to three (leading axes of size 1), and the (batch,
@@ -24,7 +25,8 @@ struct Axis {
 struct Lifted {
   int64_t planes = 0;
   Axis axis[3];
-  int64_t in_plane = 1, out_plane = 1, window_cells = 1;
+  int64_t in_plane = 1, out_plane = 1;
+  double window_cells = 1;  // prod(window): mode 1's divisor, beyond int64 for huge 3-D windows
 };
 
 // `stacked` consecutive planes seen as one plane `stacked` times taller along y: valid only where
@@ -33,35 +35,23 @@ Lifted lift(const PoolGeometry& g, int64_t planes, int64_t stacked = 1) {
   Lifted l;
   l.planes = planes;
   const int lead = 3 - g.spatial_dims;
-  for (int a = 0; a < 3; ++a) {
+  for (int a = lead; a < 3; ++a) {
+    const int i = a - lead;
     Axis& axis = l.axis[a];
-    int64_t pad = 0, stride = 1;
-    if (a >= lead) {
-      const int i = a - lead;
-      axis.in = g.input[2 + i];
-      axis.out = g.output[2 + i];
-      axis.window = g.window[i];
-      pad = g.padding[i];
-      stride = g.stride[i];
-    }
-    if (a == 1) {
-      axis.in *= stacked;
-      axis.out *= stacked;
-    }
-    for (int64_t o = 0; o < axis.out; ++o) {
-      const int64_t start = o * stride - pad;
-      axis.begin.push_back(std::max<int64_t>(start, 0));
-      axis.end.push_back(std::min(start + axis.window, axis.in));
-    }
+    axis = Axis{g.input[2 + i], g.output[2 + i], g.window[i], g.stride[i], g.padding[i]};
+    l.window_cells *= static_cast<double>(axis.window);
+  }
+  l.axis[1].in *= stacked;
+  l.axis[1].out *= stacked;
+  for (const Axis& axis : l.axis) {
     l.in_plane *= axis.in;
     l.out_plane *= axis.out;
-    l.window_cells *= axis.window;
   }
   return l;
 }
 
-// A window's in-bounds cells: rows [row0, row1) of the plane seen as (in_z * in_y, in_x) rows,
-// stepping `row_step` rows between z slices, and columns [x0, x1).
+// A window's in-bounds cells: z_count slices of y_count rows from row y0 of the plane seen as
+// (in_z * in_y, in_x) rows, and columns [x0, x0 + x_count).
 struct Window {
   int64_t z_count, y0, y_count, x0, x_count;
 };
@@ -83,13 +73,13 @@ inline void for_each_cell(const Lifted& l, const Window& w, G&& g) {
 // random data are unpredictable.
 template <typename T>
 struct FastMax {
-  T best;
+  T best{};
   int64_t at = -1;
   bool nan = false;
   void see(T v, int64_t offset) {
-    const bool first = at < 0, greater = v > best;
-    best = (first || greater) ? v : best;
-    at = (first || greater) ? offset : at;
+    const bool take = at < 0 || v > best;
+    best = take ? v : best;
+    at = take ? offset : at;
     nan |= v != v;
   }
 };
@@ -131,8 +121,24 @@ bool is_max_mode(int mode) { return mode == 0 || mode == 3; }
 // Average divisor: prod(window) with padding counted (mode 1), else the in-bounds cells.
 template <typename T>
 inline T divisor(const Lifted& l, const Window& w, int mode) {
-  return static_cast<T>(mode == 1 ? l.window_cells : w.z_count * w.y_count * w.x_count);
+  return mode == 1 ? static_cast<T>(l.window_cells) : static_cast<T>(w.z_count * w.y_count * w.x_count);
 }
+
+// Output indices [lo, hi) of an axis whose windows lie inside the input.
+struct Interior {
+  int64_t lo = 0, hi = 0;
+};
+
+Interior interior(const Axis& a) {
+  Interior r;
+  r.lo = std::min((a.pad + a.stride - 1) / a.stride, a.out);  // first window starting at or after 0
+  const int64_t last_inside = a.in - a.window + a.pad;       // start + pad of the last window ending inside
+  r.hi = last_inside < 0 ? r.lo : std::clamp(last_inside / a.stride + 1, r.lo, a.out);
+  return r;
+}
+
+// Scratch per thread, in windows: bands and column tiles are cut to fit (a few hundred KiB).
+constexpr int64_t kScratchWindows = 1 << 14;
 
 // A band of windows: output rows [oy, oy + count) at output z `oz`, whose windows' in-bounds
 // input rows are `rows` for the first output row and `row_step` further on per output row (a
@@ -143,50 +149,29 @@ struct Band {
   int64_t oz = 0, oy = 0, count = 1, row_step = 0, lo = 0, hi = 0;
 };
 
-// Output indices [lo, hi) of an axis whose windows lie inside the input.
-struct Interior {
-  int64_t stride, pad, window, out, lo, hi;
-};
-
-Interior interior(const Axis& axis, int64_t stride, int64_t pad) {
-  Interior a{stride, pad, axis.window, axis.out, 0, 0};
-  a.lo = std::min((pad + stride - 1) / stride, a.out);  // first window starting at or after 0
-  const int64_t last_inside = axis.in - a.window + pad;  // start + pad of the last window ending inside
-  a.hi = last_inside < 0 ? a.lo : std::clamp(last_inside / stride + 1, a.lo, a.out);
-  return a;
-}
-
-// The interiors of the y and x axes (lifted).
-struct Interiors {
-  Interior y, x;
-};
-
-Interiors interiors(const PoolGeometry& g, const Lifted& l) {
-  const int d = g.spatial_dims;
-  Interiors in{interior(l.axis[1], 1, 0), interior(l.axis[2], g.stride[d - 1], g.padding[d - 1])};
-  if (d >= 2) in.y = interior(l.axis[1], g.stride[d - 2], g.padding[d - 2]);
-  return in;
-}
-
-// Calls f(band, first_window_index) over the bands covering a plane's windows.
+// Calls f(band, first_window_index) over the bands covering a plane's windows; an interior band
+// has at most kScratchWindows / min(interior width, kScratchWindows) rows.
 template <typename F>
-inline void for_each_band(const Lifted& l, const Interiors& in, Band& b, F&& f) {
+inline void for_each_band(const Lifted& l, Band& b, F&& f) {
   const Axis &az = l.axis[0], &ay = l.axis[1], &ax = l.axis[2];
+  const Interior y = interior(ay), x = interior(ax);
+  const int64_t tile = std::clamp<int64_t>(x.hi - x.lo, 1, kScratchWindows);
+  const int64_t band_rows = std::max<int64_t>(1, kScratchWindows / tile);
   auto run = [&](int64_t oy, int64_t count) {
     b.oy = oy;
     b.count = count;
-    b.row_step = in.y.stride * ax.in;
+    b.row_step = ay.stride * ax.in;
     b.rows.clear();
-    for (int64_t z = az.begin[b.oz]; z < az.end[b.oz]; ++z)
-      for (int64_t y = ay.begin[oy]; y < ay.end[oy]; ++y) b.rows.push_back((z * ay.in + y) * ax.in);
-    b.lo = in.x.lo;
-    b.hi = in.x.hi;
+    for (int64_t z = az.begin(b.oz); z < az.end(b.oz); ++z)
+      for (int64_t yi = ay.begin(oy); yi < ay.end(oy); ++yi) b.rows.push_back((z * ay.in + yi) * ax.in);
+    b.lo = x.lo;
+    b.hi = x.hi;
     f(b, (b.oz * ay.out + oy) * ax.out);
   };
   for (b.oz = 0; b.oz < az.out; ++b.oz) {
-    for (int64_t oy = 0; oy < in.y.lo; ++oy) run(oy, 1);
-    if (in.y.hi > in.y.lo) run(in.y.lo, in.y.hi - in.y.lo);
-    for (int64_t oy = in.y.hi; oy < ay.out; ++oy) run(oy, 1);
+    for (int64_t oy = 0; oy < y.lo; ++oy) run(oy, 1);
+    for (int64_t oy = y.lo; oy < y.hi; oy += band_rows) run(oy, std::min(band_rows, y.hi - oy));
+    for (int64_t oy = y.hi; oy < ay.out; ++oy) run(oy, 1);
   }
 }
 
@@ -194,28 +179,53 @@ inline void for_each_band(const Lifted& l, const Interiors& in, Band& b, F&& f) 
 inline Window window_at(const Lifted& l, const Band& b, int64_t r, int64_t ox) {
   const Axis &az = l.axis[0], &ay = l.axis[1], &ax = l.axis[2];
   const int64_t oy = b.oy + r;
-  return Window{az.end[b.oz] - az.begin[b.oz], az.begin[b.oz] * ay.in + ay.begin[oy], ay.end[oy] - ay.begin[oy],
-                ax.begin[ox], ax.end[ox] - ax.begin[ox]};
+  return Window{az.end(b.oz) - az.begin(b.oz), az.begin(b.oz) * ay.in + ay.begin(oy), ay.end(oy) - ay.begin(oy),
+                ax.begin(ox), ax.end(ox) - ax.begin(ox)};
 }
 
-// Offset in the plane of cell (input row k, column j) of the band's first interior window.
-inline int64_t interior_cell(const Interior& x, const Band& b, size_t k, int64_t j) {
-  return b.rows[k] + b.lo * x.stride + j - x.pad;
-}
-
-// The band's interior windows as a block for the row loops; scratch and outputs are indexed
-// [r * out_x + ox], like y and dy.
-inline rows::Block block_of(const Band& b, int64_t out_x) {
-  return rows::Block{b.count, b.hi - b.lo, b.row_step, out_x};
-}
-
-// Per-thread scratch for one band of windows, indexed like the band's outputs.
+// Per-thread scratch for one tile of a band's interior windows, indexed [r * width + i] for
+// window (row r, column t0 + i) of a tile [t0, t0 + width).
 template <typename T>
 struct BandScratch {
   std::vector<T> best, share;
   std::vector<rows::Mask<T>> nan, done;
-  explicit BandScratch(int64_t n) : best(n), share(n), nan(n), done(n) {}
+  BandScratch() : best(kScratchWindows), share(kScratchWindows), nan(kScratchWindows), done(kScratchWindows) {}
 };
+
+// A tile of a band's interior columns: [t0, t0 + width).
+struct Tile {
+  int64_t t0, width;
+};
+
+// Calls f(tile) over the band's interior columns in tiles whose windows fit the scratch.
+template <typename F>
+inline void for_each_tile(const Band& b, F&& f) {
+  const int64_t width = std::max<int64_t>(1, kScratchWindows / b.count);
+  for (int64_t t0 = b.lo; t0 < b.hi; t0 += width) f(Tile{t0, std::min(width, b.hi - t0)});
+}
+
+// Offset in the plane of cell (input row k, column j) of window t0 of the band's first row.
+inline int64_t cell_of(const Axis& x, const Band& b, size_t k, int64_t t0, int64_t j) {
+  return b.rows[k] + t0 * x.stride + j - x.pad;
+}
+
+// best/nan at [r * tile.width + i] for the tile's windows: the NaN-blind first maximum and
+// whether the window holds NaN. Returns whether any does.
+template <typename T>
+inline bool tile_max(const Axis& x, const Band& b, const Tile& t, const T* plane, BandScratch<T>& s) {
+  const rows::Block block{b.count, t.width, b.row_step, t.width, 0};
+  bool any_nan = false;
+  for (size_t k = 0; k < b.rows.size(); ++k) {
+    if (x.window == 2 && x.stride == 2) {
+      any_nan |= rows::fold_max_pairs(plane + cell_of(x, b, k, t.t0, 0), block, s.best.data(), s.nan.data(), k == 0);
+      continue;
+    }
+    for (int64_t j = 0; j < x.window; ++j)
+      any_nan |= rows::fold_max(plane + cell_of(x, b, k, t.t0, j), x.stride, block, s.best.data(), s.nan.data(),
+                                k == 0 && j == 0);
+  }
+  return any_nan;
+}
 
 // Whether consecutive planes can be stacked into one taller plane: no z axis, and windows that
 // tile y exactly (stride == window, no padding, no rows left over), so none straddles planes.
@@ -226,40 +236,13 @@ bool stackable(const PoolGeometry& g, const Lifted& one) {
   return g.stride[0] == g.window[0] && g.padding[0] == 0 && one.axis[1].out * g.window[0] == one.axis[1].in;
 }
 
-// Whether every axis has windows of 2 at stride 2 (1 on lifted axes), no padding, and no cell
-// left over: each input cell is in exactly one window, and the x axis takes the pair loops.
-bool exact_pairs(const PoolGeometry& g, const Lifted& one) {
+// Whether every axis has windows of 2 at stride 2, no padding, and no cell left over: each input
+// cell is in exactly one window.
+bool exact_pairs(const PoolGeometry& g) {
   for (int i = 0; i < g.spatial_dims; ++i) {
     if (g.window[i] != 2 || g.stride[i] != 2 || g.padding[i] != 0 || g.output[2 + i] * 2 != g.input[2 + i]) return false;
   }
-  return one.axis[2].out > 0;
-}
-
-// Planes go to the kernels in groups: stacked into one plane of about kStackBytes where
-// stackable (small planes, e.g. LeNet's 12 x 12, would otherwise pay the per-plane set-up many
-// times over), else one by one. body(lifted group, group's first plane, scratch, band) runs on
-// the parallel_for's threads; scratch is sized for the largest group.
-constexpr int64_t kStackBytes = 32 << 10;
-
-template <typename T, typename Body>
-void for_each_plane_group(const PoolGeometry& g, int64_t planes, int64_t work_per_plane, Body&& body) {
-  const Lifted one = lift(g, 1);
-  const int64_t per_group =
-      stackable(g, one) ? std::clamp<int64_t>(kStackBytes / std::max<int64_t>(1, one.in_plane * sizeof(T)), 1, planes) : 1;
-  const int64_t groups = (planes + per_group - 1) / per_group;
-  const Lifted full = lift(g, 1, per_group);
-  parallel_for(groups, work_per_plane * per_group, [&](int64_t begin, int64_t end) {
-    BandScratch<T> scratch(full.axis[1].out * full.axis[2].out);
-    Band band;
-    for (int64_t group = begin; group < end; ++group) {
-      const int64_t first = group * per_group, count = std::min(per_group, planes - first);
-      if (count == per_group) {
-        body(full, first, scratch, band);
-      } else {
-        body(lift(g, 1, count), first, scratch, band);
-      }
-    }
-  });
+  return true;
 }
 
 // The usual max pooling, which the fused 2x2 loops take: 2-D, 2x2 windows at stride 2, no padding.
@@ -270,7 +253,7 @@ bool usual_2x2(const PoolGeometry& g) {
 
 // The 2x2 loops' block for a (stacked) plane: every output row, every window.
 rows::Block block_2x2(const Lifted& l) {
-  return rows::Block{l.axis[1].out, l.axis[2].out, 2 * l.axis[2].in, l.axis[2].out};
+  return rows::Block{l.axis[1].out, l.axis[2].out, 2 * l.axis[2].in, l.axis[2].out, l.axis[2].out};
 }
 
 // Zeroes the cells of a plane that no 2x2 window covers: an odd last column and an odd last row.
@@ -294,23 +277,28 @@ void for_each_nan_2x2(const Lifted& l, const T* plane, F&& f) {
   }
 }
 
-// best/nan at [r * out_x + ox] for the band's interior windows: the NaN-blind first maximum and
-// whether the window holds NaN. Returns whether any does.
-template <typename T>
-inline bool interior_max(const Interior& x, const Band& b, const T* plane, BandScratch<T>& s) {
-  const rows::Block block = block_of(b, x.out);
-  T* best = s.best.data() + b.lo;
-  rows::Mask<T>* nan = s.nan.data() + b.lo;
-  bool any_nan = false;
-  for (size_t k = 0; k < b.rows.size(); ++k) {
-    if (x.window == 2 && x.stride == 2) {
-      any_nan |= rows::fold_max_pairs(plane + interior_cell(x, b, k, 0), block, best, nan, k == 0);
-      continue;
+// Planes go to the kernels in groups: stacked into one plane of about kStackBytes where
+// stackable (small planes, e.g. LeNet's 12 x 12, would otherwise pay the per-plane set-up many
+// times over), else one by one. body(lifted group, group's first plane, scratch, band) runs on
+// the parallel_for's threads.
+constexpr int64_t kStackBytes = 32 << 10;
+
+template <typename T, typename Body>
+void for_each_plane_group(const PoolGeometry& g, int64_t planes, int64_t work_per_plane, Body&& body) {
+  if (planes <= 0) return;
+  const Lifted one = lift(g, 1);
+  const int64_t per_group =
+      stackable(g, one) ? std::clamp<int64_t>(kStackBytes / std::max<int64_t>(1, one.in_plane * sizeof(T)), 1, planes) : 1;
+  const int64_t groups = (planes + per_group - 1) / per_group;
+  const Lifted full = lift(g, 1, per_group);
+  parallel_for(groups, work_per_plane * per_group, [&](int64_t begin, int64_t end) {
+    BandScratch<T> scratch;
+    Band band;
+    for (int64_t group = begin; group < end; ++group) {
+      const int64_t first = group * per_group, count = std::min(per_group, planes - first);
+      body(count == per_group ? full : lift(g, 1, count), first, scratch, band);
     }
-    for (int64_t j = 0; j < x.window; ++j)
-      any_nan |= rows::fold_max(plane + interior_cell(x, b, k, j), x.stride, block, best, nan, k == 0 && j == 0);
-  }
-  return any_nan;
+  });
 }
 
 }  // namespace
@@ -334,59 +322,56 @@ void pool_forward(const PoolGeometry& g, int64_t planes, int mode, const T* x, T
     return;
   }
   for_each_plane_group<T>(g, planes, one.in_plane + one.out_plane, [&](const Lifted& l, int64_t p, BandScratch<T>& s, Band& b) {
-    const Interiors in = interiors(g, l);
-    const int64_t out_x = in.x.out;
-    {
-      const T* xp = x + p * one.in_plane;
-      T* yp = y + p * one.out_plane;
-      for_each_band(l, in, b, [&](const Band& b, int64_t first) {
-        T* out = yp + first;
-        auto one_window = [&](int64_t r, int64_t ox) {  // the general path, window by window
-          const Window w = window_at(l, b, r, ox);
-          if (is_max) {
-            T value = all_nan_value;
-            max_source(l, xp, w, nan_opt, &value);
-            out[r * out_x + ox] = value * scale;
-          } else {
-            T sum = 0;
-            for_each_cell(l, w, [&](int64_t at) { sum += xp[at]; });
-            out[r * out_x + ox] = (sum / divisor<T>(l, w, mode)) * scale;
-          }
-        };
-        for (int64_t r = 0; r < b.count; ++r) {
-          for (int64_t ox = 0; ox < b.lo; ++ox) one_window(r, ox);
-          for (int64_t ox = b.hi; ox < out_x; ++ox) one_window(r, ox);
-        }
-        if (b.lo == b.hi) return;
+    const Axis& ax = l.axis[2];
+    const int64_t out_x = ax.out;
+    const T* xp = x + p * one.in_plane;
+    T* yp = y + p * one.out_plane;
+    for_each_band(l, b, [&](const Band& b, int64_t first) {
+      T* out = yp + first;
+      auto one_window = [&](int64_t r, int64_t ox) {  // the general path, window by window
+        const Window w = window_at(l, b, r, ox);
         if (is_max) {
-          const bool any_nan = interior_max(in.x, b, xp, s);
+          T value = all_nan_value;
+          max_source(l, xp, w, nan_opt, &value);
+          out[r * out_x + ox] = value * scale;
+        } else {
+          T sum = 0;
+          for_each_cell(l, w, [&](int64_t at) { sum += xp[at]; });
+          out[r * out_x + ox] = (sum / divisor<T>(l, w, mode)) * scale;
+        }
+      };
+      for (int64_t r = 0; r < b.count; ++r) {
+        for (int64_t ox = 0; ox < b.lo; ++ox) one_window(r, ox);
+        for (int64_t ox = b.hi; ox < out_x; ++ox) one_window(r, ox);
+      }
+      for_each_tile(b, [&](const Tile& t) {
+        if (is_max) {
+          const bool any_nan = tile_max(ax, b, t, xp, s);
           for (int64_t r = 0; r < b.count; ++r) {
-            const int64_t row = r * out_x;
-            for (int64_t ox = b.lo; ox < b.hi; ++ox) out[row + ox] = s.best[row + ox] * scale;
-            if (any_nan) {  // rare: the careful scan
-              for (int64_t ox = b.lo; ox < b.hi; ++ox)
-                if (s.nan[row + ox]) one_window(r, ox);
-            }
+            const T* best = s.best.data() + r * t.width;
+            T* row = out + r * out_x + t.t0;
+            for (int64_t i = 0; i < t.width; ++i) row[i] = best[i] * scale;
+            if (!any_nan) continue;
+            for (int64_t i = 0; i < t.width; ++i)  // rare: the careful scan
+              if (s.nan[r * t.width + i]) one_window(r, t.t0 + i);
           }
           return;
         }
         // Sums in row-major cell order, as the per-window path adds them.
-        const int64_t n = b.hi - b.lo;
         for (int64_t r = 0; r < b.count; ++r) {
-          T* __restrict sum = s.best.data() + r * out_x + b.lo;
-          std::fill(sum, sum + n, T(0));
+          T* __restrict sum = s.best.data();
+          std::fill(sum, sum + t.width, T(0));
           for (size_t k = 0; k < b.rows.size(); ++k) {
-            for (int64_t j = 0; j < in.x.window; ++j) {
-              const T* __restrict cells = xp + interior_cell(in.x, b, k, j) + r * b.row_step;
-              for (int64_t i = 0; i < n; ++i) sum[i] += cells[i * in.x.stride];
+            for (int64_t j = 0; j < ax.window; ++j) {
+              const T* __restrict cells = xp + cell_of(ax, b, k, t.t0, j) + r * b.row_step;
+              for (int64_t i = 0; i < t.width; ++i) sum[i] += cells[i * ax.stride];
             }
           }
-          for (int64_t ox = b.lo; ox < b.hi; ++ox) {
-            out[r * out_x + ox] = (s.best[r * out_x + ox] / divisor<T>(l, window_at(l, b, r, ox), mode)) * scale;
-          }
+          for (int64_t i = 0; i < t.width; ++i)
+            out[r * out_x + t.t0 + i] = (sum[i] / divisor<T>(l, window_at(l, b, r, t.t0 + i), mode)) * scale;
         }
       });
-    }
+    });
   });
 }
 
@@ -396,7 +381,7 @@ void max_pool_backward(const PoolGeometry& g, int64_t planes, const T* x, const 
   const int nan_opt = g.nan_opt;
   // 2x2 windows tiling x exactly, no cell left out or shared: the pair loops write every cell
   // once, so dx needs no zeroing and no read.
-  const bool assign = exact_pairs(g, one);
+  const bool assign = exact_pairs(g);
   if (usual_2x2(g)) {
     for_each_plane_group<T>(g, planes, 2 * one.in_plane + one.out_plane, [&](const Lifted& l, int64_t p, BandScratch<T>&, Band&) {
       const T* xp = x + p * one.in_plane;
@@ -413,46 +398,43 @@ void max_pool_backward(const PoolGeometry& g, int64_t planes, const T* x, const 
     return;
   }
   for_each_plane_group<T>(g, planes, 2 * one.in_plane + one.out_plane, [&](const Lifted& l, int64_t p, BandScratch<T>& s, Band& b) {
-    const Interiors in = interiors(g, l);
-    const int64_t out_x = in.x.out;
-    {
-      const T* xp = x + p * one.in_plane;
-      T* dxp = dx + p * one.in_plane;
-      if (!assign) std::memset(dxp, 0, sizeof(T) * l.in_plane);  // in cache: the adds below hit the same lines
-      for_each_band(l, in, b, [&](const Band& b, int64_t first) {
-        const T* grad = dy + p * one.out_plane + first;
-        auto one_window = [&](int64_t r, int64_t ox) {
-          T value;
-          const int64_t to = max_source(l, xp, window_at(l, b, r, ox), nan_opt, &value);
-          if (to >= 0) dxp[to] += grad[r * out_x + ox] * alpha;
-        };
-        for (int64_t r = 0; r < b.count; ++r) {
-          for (int64_t ox = 0; ox < b.lo; ++ox) one_window(r, ox);
-          for (int64_t ox = b.hi; ox < out_x; ++ox) one_window(r, ox);
-        }
-        if (b.lo == b.hi) return;
-        const bool any_nan = interior_max(in.x, b, xp, s);
+    const Axis& ax = l.axis[2];
+    const int64_t out_x = ax.out;
+    const T* xp = x + p * one.in_plane;
+    T* dxp = dx + p * one.in_plane;
+    if (!assign) std::memset(dxp, 0, sizeof(T) * l.in_plane);  // in cache: the adds below hit the same lines
+    for_each_band(l, b, [&](const Band& b, int64_t first) {
+      const T* grad = dy + p * one.out_plane + first;
+      auto one_window = [&](int64_t r, int64_t ox) {
+        T value;
+        const int64_t to = max_source(l, xp, window_at(l, b, r, ox), nan_opt, &value);
+        if (to >= 0) dxp[to] += grad[r * out_x + ox] * alpha;
+      };
+      for (int64_t r = 0; r < b.count; ++r) {
+        for (int64_t ox = 0; ox < b.lo; ++ox) one_window(r, ox);
+        for (int64_t ox = b.hi; ox < out_x; ++ox) one_window(r, ox);
+      }
+      for_each_tile(b, [&](const Tile& t) {
+        const bool any_nan = tile_max(ax, b, t, xp, s);
         // Route: in row-major cell order, a cell equal to its window's maximum takes the share
         // if no earlier cell did. NaN windows start out done here and are routed one by one.
-        std::copy(s.nan.begin(), s.nan.begin() + b.count * out_x, s.done.begin());
-        const rows::Block block = block_of(b, out_x);
-        const T* best = s.best.data() + b.lo;
-        rows::Mask<T>* done = s.done.data() + b.lo;
+        std::copy(s.nan.begin(), s.nan.begin() + b.count * t.width, s.done.begin());
+        const rows::Block block{b.count, t.width, b.row_step, t.width, out_x};
         for (size_t k = 0; k < b.rows.size(); ++k) {
-          const int64_t at = interior_cell(in.x, b, k, 0);
-          if (in.x.window == 2 && in.x.stride == 2) {
-            rows::route_pairs(xp + at, block, best, grad + b.lo, alpha, done, dxp + at, assign);
+          const int64_t at = cell_of(ax, b, k, t.t0, 0);
+          if (ax.window == 2 && ax.stride == 2) {
+            rows::route_pairs(xp + at, block, s.best.data(), grad + t.t0, alpha, s.done.data(), dxp + at, assign);
             continue;
           }
-          for (int64_t j = 0; j < in.x.window; ++j)
-            rows::route(xp + at + j, in.x.stride, block, best, grad + b.lo, alpha, done, dxp + at + j);
+          for (int64_t j = 0; j < ax.window; ++j)
+            rows::route(xp + at + j, ax.stride, block, s.best.data(), grad + t.t0, alpha, s.done.data(), dxp + at + j);
         }
         if (!any_nan) return;
         for (int64_t r = 0; r < b.count; ++r)
-          for (int64_t ox = b.lo; ox < b.hi; ++ox)
-            if (s.nan[r * out_x + ox]) one_window(r, ox);
+          for (int64_t i = 0; i < t.width; ++i)
+            if (s.nan[r * t.width + i]) one_window(r, t.t0 + i);
       });
-    }
+    });
   });
 }
 
@@ -460,31 +442,36 @@ template <typename T>
 void average_pool_backward(const PoolGeometry& g, int64_t planes, int mode, const T* dy, T* dx, T scale) {
   const Lifted one = lift(g, 1);
   for_each_plane_group<T>(g, planes, 2 * one.in_plane + one.out_plane, [&](const Lifted& l, int64_t p, BandScratch<T>& s, Band& b) {
-    const Interiors in = interiors(g, l);
-    const int64_t out_x = in.x.out;
-    {
-      T* dxp = dx + p * one.in_plane;
-      std::memset(dxp, 0, sizeof(T) * l.in_plane);
-      for_each_band(l, in, b, [&](const Band& b, int64_t first) {
-        const T* grad = dy + p * one.out_plane + first;
+    const Axis& ax = l.axis[2];
+    const int64_t out_x = ax.out;
+    T* dxp = dx + p * one.in_plane;
+    std::memset(dxp, 0, sizeof(T) * l.in_plane);
+    for_each_band(l, b, [&](const Band& b, int64_t first) {
+      const T* grad = dy + p * one.out_plane + first;
+      auto share_of = [&](int64_t r, int64_t ox) {
+        return (grad[r * out_x + ox] * scale) / divisor<T>(l, window_at(l, b, r, ox), mode);
+      };
+      for (int64_t r = 0; r < b.count; ++r) {
+        auto one_window = [&](int64_t ox) {
+          const T share = share_of(r, ox);
+          for_each_cell(l, window_at(l, b, r, ox), [&](int64_t at) { dxp[at] += share; });
+        };
+        for (int64_t ox = 0; ox < b.lo; ++ox) one_window(ox);
+        for (int64_t ox = b.hi; ox < out_x; ++ox) one_window(ox);
+      }
+      for_each_tile(b, [&](const Tile& t) {
         for (int64_t r = 0; r < b.count; ++r) {
-          T* share = s.share.data() + r * out_x;
-          for (int64_t ox = 0; ox < out_x; ++ox)
-            share[ox] = (grad[r * out_x + ox] * scale) / divisor<T>(l, window_at(l, b, r, ox), mode);
-          for (int64_t ox = 0; ox < b.lo; ++ox)
-            for_each_cell(l, window_at(l, b, r, ox), [&](int64_t at) { dxp[at] += share[ox]; });
-          for (int64_t ox = b.hi; ox < out_x; ++ox)
-            for_each_cell(l, window_at(l, b, r, ox), [&](int64_t at) { dxp[at] += share[ox]; });
-          const T* __restrict inner = share + b.lo;
+          T* __restrict share = s.share.data();
+          for (int64_t i = 0; i < t.width; ++i) share[i] = share_of(r, t.t0 + i);
           for (size_t k = 0; k < b.rows.size(); ++k) {
-            for (int64_t j = 0; j < in.x.window; ++j) {
-              T* __restrict cells = dxp + interior_cell(in.x, b, k, j) + r * b.row_step;
-              for (int64_t i = 0; i < b.hi - b.lo; ++i) cells[i * in.x.stride] += inner[i];
+            for (int64_t j = 0; j < ax.window; ++j) {
+              T* __restrict cells = dxp + cell_of(ax, b, k, t.t0, j) + r * b.row_step;
+              for (int64_t i = 0; i < t.width; ++i) cells[i * ax.stride] += share[i];
             }
           }
         }
       });
-    }
+    });
   });
 }
 

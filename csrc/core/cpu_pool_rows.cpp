@@ -1,6 +1,7 @@
 #include "cpu_pool_rows.hpp"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__) && \
+    !defined(__SANITIZE_THREAD__)
 #define KNETCNN_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define KNETCNN_VECTOR_CLONES
@@ -186,13 +187,13 @@ template <typename T>
   CLONES void route(const T* in, int64_t stride, const Block& b, const T* best,          \
                                    const T* grad, T alpha, Mask<T>* done, T* out) {                     \
     for (int64_t r = 0; r < b.rows; ++r)                                                                \
-      route_row(in + r * b.in_row_step, stride, best + r * b.out_row_step, grad + r * b.out_row_step,   \
+      route_row(in + r * b.in_row_step, stride, best + r * b.out_row_step, grad + r * b.grad_row_step,   \
                 alpha, done + r * b.out_row_step, out + r * b.in_row_step, b.n);                        \
   }                                                                                                     \
   CLONES void route_pairs(const T* in, const Block& b, const T* best, const T* grad,     \
                                          T alpha, Mask<T>* done, T* out, bool assign) {                 \
     for (int64_t r = 0; r < b.rows; ++r)                                                                \
-      route_pairs_row(in + r * b.in_row_step, best + r * b.out_row_step, grad + r * b.out_row_step,     \
+      route_pairs_row(in + r * b.in_row_step, best + r * b.out_row_step, grad + r * b.grad_row_step,     \
                       alpha, done + r * b.out_row_step, out + r * b.in_row_step, b.n, assign);          \
   }                                                                                                     \
   CLONES bool max_2x2(const T* in, int64_t in_x, const Block& b, T scale, T* out) {      \
@@ -208,7 +209,7 @@ template <typename T>
     Mask<T> any = 0;                                                                                    \
     for (int64_t r = 0; r < b.rows; ++r) {                                                              \
       const int64_t at = r * b.in_row_step;                                                             \
-      any |= max_2x2_backward_row(in + at, in + at + in_x, grad + r * b.out_row_step, alpha, out + at,  \
+      any |= max_2x2_backward_row(in + at, in + at + in_x, grad + r * b.grad_row_step, alpha, out + at,  \
                                   out + at + in_x, b.n);                                                \
     }                                                                                                   \
     return any != 0;                                                                                    \

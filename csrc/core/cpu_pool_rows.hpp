@@ -1,6 +1,7 @@
 // The inner loops of max pooling over a block of windows: `rows` output rows of n windows each;
-// window (r, i) has its cells of one input row at in[r * in_row_step + i * stride + j], and its
-// scratch (best, nan, share, done) at [r * out_row_step + i]. Written so that compilers vectorize
+// window (r, i) has its cells of one input row at in[r * in_row_step + i * stride + j], its
+// scratch or output (best, nan, done, y) at [r * out_row_step + i] and its gradient (dy) at
+// [r * grad_row_step + i]. Written so that compilers vectorize
 // them: no branches (maxima of random data are unpredictable), no aliasing, and masks held in
 // integers as wide as T so that every array in a loop has lanes of one width.
 //
@@ -19,7 +20,7 @@
 namespace knetcnn::cpu::rows {
 
 struct Block {
-  int64_t rows, n, in_row_step, out_row_step;
+  int64_t rows, n, in_row_step, out_row_step, grad_row_step;
 };
 
 template <typename T>

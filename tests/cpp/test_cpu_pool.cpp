@@ -68,7 +68,7 @@ int64_t reference_source(const std::vector<double>& x, const std::vector<int64_t
 Config random_config(std::mt19937& rng, int mode) {
   auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   const int d = pick(1, 3);
-  Shape x_shape = {pick(1, 2), pick(1, 3)};
+  Shape x_shape = {pick(1, 2), pick(0, 4) == 0 ? pick(20, 40) : pick(1, 3)};  // many planes: stacked groups
   PoolOptions o;
   std::vector<int64_t> window, padding, stride;
   for (int a = 0; a < d; ++a) {
@@ -76,6 +76,7 @@ Config random_config(std::mt19937& rng, int mode) {
     padding.push_back(pick(0, static_cast<int>(window.back()) - 1));
     stride.push_back(pick(0, 2) == 0 ? window.back() : pick(1, 3));  // tiling windows often
     x_shape.push_back(pick(static_cast<int>(window.back()), 9));
+    if (pick(0, 9) == 0) stride.back() = pick(4, 10);  // gaps between windows
   }
   if (pick(0, 3) == 0) {  // the usual 2x2 pooling, the fast loops' case
     std::fill(window.begin(), window.end(), 2);
@@ -100,30 +101,38 @@ Config random_config(std::mt19937& rng, int mode) {
 
 bool same(double a, double b) { return (std::isnan(a) && std::isnan(b)) || a == b; }
 
-}  // namespace
-
-TEST(CpuPool, MaxForwardAndBackwardMatchThePerWindowReference) {
-  std::mt19937 rng(7);
-  for (int trial = 0; trial < 400; ++trial) {
+// Values are small integers, +-inf and NaN, shares k + 0.5: exact in float too, so float and
+// double kernels must both equal the double reference exactly.
+template <typename T>
+void check_max_pooling(unsigned seed, int trials) {
+  std::mt19937 rng(seed);
+  for (int trial = 0; trial < trials; ++trial) {
     const int mode = trial % 2 == 0 ? 0 : 3;
     Config c = random_config(rng, mode);
     const int64_t planes = c.g.input[0] * c.g.input[1], in = spatial(c.g.input), out = spatial(c.g.output);
-    std::vector<double> y(planes * out), dx(planes * in);
-    cpu::pool_forward<double>(c.g, planes, mode, c.x.data(), y.data(), 2.0, kAllNan);
-    cpu::max_pool_backward<double>(c.g, planes, c.x.data(), c.dy.data(), dx.data(), 2.0);
+    const std::vector<T> x(c.x.begin(), c.x.end()), dy(c.dy.begin(), c.dy.end());
+    std::vector<T> y(planes * out), dx(planes * in, T(9999));  // every cell must be written
+    cpu::pool_forward<T>(c.g, planes, mode, x.data(), y.data(), 2, static_cast<T>(-1e30));
+    cpu::max_pool_backward<T>(c.g, planes, x.data(), dy.data(), dx.data(), 2);
     std::vector<double> expect_dx(planes * in, 0.0);
     for (int64_t p = 0; p < planes; ++p) {
       std::vector<double> plane(c.x.begin() + p * in, c.x.begin() + (p + 1) * in);
       for (int64_t o = 0; o < out; ++o) {
         const int64_t from = reference_source(plane, window_cells(c.g, o), c.g.nan_opt);
-        const double expect = (from < 0 ? kAllNan : plane[from]) * 2.0;
+        const double expect = (from < 0 ? static_cast<double>(static_cast<T>(-1e30)) : plane[from]) * 2.0;
         ASSERT_TRUE(same(y[p * out + o], expect)) << "trial " << trial << " plane " << p << " window " << o;
         if (from >= 0) expect_dx[p * in + from] += c.dy[p * out + o] * 2.0;
       }
     }
-    for (size_t i = 0; i < dx.size(); ++i) ASSERT_DOUBLE_EQ(dx[i], expect_dx[i]) << "trial " << trial << " cell " << i;
+    for (size_t i = 0; i < dx.size(); ++i) ASSERT_EQ(dx[i], expect_dx[i]) << "trial " << trial << " cell " << i;
   }
 }
+
+}  // namespace
+
+TEST(CpuPool, MaxForwardAndBackwardMatchThePerWindowReference) { check_max_pooling<double>(7, 400); }
+
+TEST(CpuPool, FloatMaxForwardAndBackwardMatchThePerWindowReference) { check_max_pooling<float>(9, 400); }
 
 TEST(CpuPool, AverageForwardAndBackwardMatchThePerWindowReference) {
   std::mt19937 rng(8);

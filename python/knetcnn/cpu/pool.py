@@ -2,9 +2,9 @@
 
 The work is done by compiled kernels (csrc/core/cpu_pool.cpp: one pass over each (batch,
 channel) plane, planes spread over threads); this file maps Knet's ops onto them and feeds
-them C-contiguous arrays of the compute dtype. float32 and float64 arrays that are already
-C-contiguous go in one call, without a copy; anything else (float16, computed in float32, or
-strided input) is converted in blocks of whole planes, so scratch stays bounded.
+them aligned, C-contiguous arrays of the compute dtype. float32 and float64 arrays that already
+are go in one call, without a copy; anything else (float16, computed in float32, strided or
+misaligned input) is converted in blocks of whole planes, so scratch stays bounded.
 
 Sizes come from the core's geometry `g`, in pool's forward terms: input (N, C, *X) -> output
 (N, C, *Y). For unpool the geometry is transposed (input is unpool's result, output is its x),
@@ -35,16 +35,16 @@ from ._layout import compute_dtype
 
 
 def _by_planes(kernel: Callable, arrays: tuple[np.ndarray, ...], result_spatial, out_dtype) -> np.ndarray:
-    """kernel(*arrays) -> (N, C, *result_spatial), each array given C-contiguous in the compute
-    dtype: in one call when they already are, else in blocks of (batch, channel) planes."""
+    """kernel(*arrays) -> (N, C, *result_spatial), each array given aligned and C-contiguous in the
+    compute dtype: in one call when they already are, else in blocks of (batch, channel) planes."""
     dtype = compute_dtype(out_dtype)
-    if all(a.dtype == dtype and a.flags.c_contiguous for a in arrays):
+    if all(a.dtype == dtype and a.flags.c_contiguous and a.flags.aligned for a in arrays):
         return kernel(*arrays)
     n, c = arrays[0].shape[:2]
     result = np.empty((n, c) + tuple(result_spatial), dtype=out_dtype)
     per_plane = dtype.itemsize * max(math.prod(a.shape[2:]) for a in arrays + (result,))
     for items, chans in _chunks.channel_blocks(n, c, per_plane):
-        block = (np.ascontiguousarray(a[items, chans], dtype=dtype) for a in arrays)
+        block = (np.require(a[items, chans], dtype=dtype, requirements=["C", "A"]) for a in arrays)
         result[items, chans] = kernel(*block)
     return result
 
