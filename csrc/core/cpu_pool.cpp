@@ -20,10 +20,9 @@ struct Axis {
   int64_t end(int64_t o) const { return std::min(o * stride - pad + window, in); }
 };
 
-// The geometry with its spatial axes lifted to three (leading axes of size 1), and the (batch,
-// channel) planes the kernels run over independently.
+// One (batch, channel) plane of the geometry, its spatial axes lifted to three (leading axes of
+// size 1); the kernels run over planes independently.
 struct Lifted {
-  int64_t planes = 0;
   Axis axis[3];
   int64_t in_plane = 1, out_plane = 1;
   double window_cells = 1;  // prod(window): mode 1's divisor, beyond int64 for huge 3-D windows
@@ -31,9 +30,8 @@ struct Lifted {
 
 // `stacked` consecutive planes seen as one plane `stacked` times taller along y: valid only where
 // stackable() says windows can't straddle planes.
-Lifted lift(const PoolGeometry& g, int64_t planes, int64_t stacked = 1) {
+Lifted lift(const PoolGeometry& g, int64_t stacked = 1) {
   Lifted l;
-  l.planes = planes;
   const int lead = 3 - g.spatial_dims;
   for (int a = lead; a < 3; ++a) {
     const int i = a - lead;
@@ -286,17 +284,17 @@ constexpr int64_t kStackBytes = 32 << 10;
 template <typename T, typename Body>
 void for_each_plane_group(const PoolGeometry& g, int64_t planes, int64_t work_per_plane, Body&& body) {
   if (planes <= 0) return;
-  const Lifted one = lift(g, 1);
+  const Lifted one = lift(g);
   const int64_t per_group =
       stackable(g, one) ? std::clamp<int64_t>(kStackBytes / std::max<int64_t>(1, one.in_plane * sizeof(T)), 1, planes) : 1;
   const int64_t groups = (planes + per_group - 1) / per_group;
-  const Lifted full = lift(g, 1, per_group);
+  const Lifted full = lift(g, per_group);
   parallel_for(groups, work_per_plane * per_group, [&](int64_t begin, int64_t end) {
     BandScratch<T> scratch;
     Band band;
     for (int64_t group = begin; group < end; ++group) {
       const int64_t first = group * per_group, count = std::min(per_group, planes - first);
-      body(count == per_group ? full : lift(g, 1, count), first, scratch, band);
+      body(count == per_group ? full : lift(g, count), first, scratch, band);
     }
   });
 }
@@ -305,7 +303,7 @@ void for_each_plane_group(const PoolGeometry& g, int64_t planes, int64_t work_pe
 
 template <typename T>
 void pool_forward(const PoolGeometry& g, int64_t planes, int mode, const T* x, T* y, T scale, T all_nan_value) {
-  const Lifted one = lift(g, 1);
+  const Lifted one = lift(g);
   const int nan_opt = g.nan_opt;
   const bool is_max = is_max_mode(mode);
   if (is_max && usual_2x2(g)) {
@@ -377,7 +375,7 @@ void pool_forward(const PoolGeometry& g, int64_t planes, int mode, const T* x, T
 
 template <typename T>
 void max_pool_backward(const PoolGeometry& g, int64_t planes, const T* x, const T* dy, T* dx, T alpha) {
-  const Lifted one = lift(g, 1);
+  const Lifted one = lift(g);
   const int nan_opt = g.nan_opt;
   // 2x2 windows tiling x exactly, no cell left out or shared: the pair loops write every cell
   // once, so dx needs no zeroing and no read.
@@ -440,7 +438,7 @@ void max_pool_backward(const PoolGeometry& g, int64_t planes, const T* x, const 
 
 template <typename T>
 void average_pool_backward(const PoolGeometry& g, int64_t planes, int mode, const T* dy, T* dx, T scale) {
-  const Lifted one = lift(g, 1);
+  const Lifted one = lift(g);
   for_each_plane_group<T>(g, planes, 2 * one.in_plane + one.out_plane, [&](const Lifted& l, int64_t p, BandScratch<T>& s, Band& b) {
     const Axis& ax = l.axis[2];
     const int64_t out_x = ax.out;
