@@ -18,7 +18,10 @@ import numpy as np
 
 import knetcnn
 
-DEFAULT_VECTORS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "spec", "vectors.json")
+# The live spec beside the repository, else the repository's copy of it (tests/data).
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_LIVE = os.path.join(_HERE, "..", "..", "shared", "spec", "vectors.json")
+DEFAULT_VECTORS = _LIVE if os.path.isfile(_LIVE) else os.path.join(_HERE, "..", "tests", "data", "vectors.json")
 
 
 def julia_array(spec) -> str:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from spec_vectors import VECTORS
+
 ROOT = Path(__file__).resolve().parents[2]
-VECTORS = ROOT.parent / "shared" / "spec" / "vectors.json"
 
 
 def run(*args, timeout=300):
@@ -43,7 +44,6 @@ def test_lenet_digits_gpu_flag_explains_itself_without_a_gpu():
     assert "no GPU is usable here" in out.stderr and GPU_REASON in out.stderr
 
 
-@pytest.mark.skipif(not VECTORS.exists(), reason=f"the spec's vectors.json is not at {VECTORS}")
 def test_knet_manual_examples_all_match():
     out = run("examples/knet_manual.py", str(VECTORS))
     assert out.returncode == 0, out.stdout + out.stderr

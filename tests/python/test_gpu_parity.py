@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,11 +18,11 @@ import pytest
 import knetcnn
 from cases import assert_close, conv_config, deconv_config, finite_max, normal, pool_config, pool_data
 from gpu_arrays import LIBRARIES, expected_type, to_device, to_host
+from spec_vectors import VECTORS
 
 pytestmark = pytest.mark.gpu
 GPU_TERMS = 4096  # cuDNN's transforms (Winograd, FFT) carry more rounding than a direct sum
 CONFIGS = 200
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "spec" / "vectors.json"
 
 
 def run_both(lib, op, *arrays, **kw):

@@ -1,19 +1,22 @@
-"""The golden cases of shared/spec/vectors.json, in every dtype, on the CPU backend."""
+"""The golden cases of the spec's vectors.json (see spec_vectors), in every dtype, on the CPU backend."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import knetcnn
 
-# tests/python/ -> the repository -> its parent, which holds shared/ (CI clones beside it).
-VECTORS = Path(__file__).resolve().parents[3] / "shared/spec/vectors.json"
+from spec_vectors import COPY, LIVE, VECTORS
 
 
 def test_vectors_file_exists():
-    assert VECTORS.is_file(), f"golden vectors missing: {VECTORS} (shared/ must sit beside the repository)"
+    assert VECTORS.is_file(), f"golden vectors missing: {VECTORS}"
+
+
+@pytest.mark.skipif(not LIVE.is_file(), reason=f"no live spec beside the repository ({LIVE}): the copy is used")
+def test_repository_copy_equals_the_live_spec():
+    assert COPY.read_bytes() == LIVE.read_bytes(), f"{COPY} is stale: copy {LIVE} over it"
 
 
 def _cases():
