@@ -182,12 +182,22 @@ inline Window window_at(const Lifted& l, const Band& b, int64_t r, int64_t ox) {
 }
 
 // Per-thread scratch for one tile of a band's interior windows, indexed [r * width + i] for
-// window (row r, column t0 + i) of a tile [t0, t0 + width).
+// window (row r, column t0 + i) of a tile [t0, t0 + width). Sized on first use: the fused 2x2
+// loops need none, and allocating (and zeroing) 4 x 16 Ki windows on every call cost LeNet's
+// poolx most of its time (page faults: 385 us instead of ~30).
 template <typename T>
 struct BandScratch {
   std::vector<T> best, share;
   std::vector<rows::Mask<T>> nan, done;
-  BandScratch() : best(kScratchWindows), share(kScratchWindows), nan(kScratchWindows), done(kScratchWindows) {}
+  BandScratch& sized() {
+    if (best.empty()) {
+      best.resize(kScratchWindows);
+      share.resize(kScratchWindows);
+      nan.resize(kScratchWindows);
+      done.resize(kScratchWindows);
+    }
+    return *this;
+  }
 };
 
 // A tile of a band's interior columns: [t0, t0 + width).
@@ -319,7 +329,8 @@ void pool_forward(const PoolGeometry& g, int64_t planes, int mode, const T* x, T
     });
     return;
   }
-  for_each_plane_group<T>(g, planes, one.in_plane + one.out_plane, [&](const Lifted& l, int64_t p, BandScratch<T>& s, Band& b) {
+  for_each_plane_group<T>(g, planes, one.in_plane + one.out_plane, [&](const Lifted& l, int64_t p, BandScratch<T>& scratch, Band& b) {
+    BandScratch<T>& s = scratch.sized();
     const Axis& ax = l.axis[2];
     const int64_t out_x = ax.out;
     const T* xp = x + p * one.in_plane;
@@ -395,7 +406,8 @@ void max_pool_backward(const PoolGeometry& g, int64_t planes, const T* x, const 
     });
     return;
   }
-  for_each_plane_group<T>(g, planes, 2 * one.in_plane + one.out_plane, [&](const Lifted& l, int64_t p, BandScratch<T>& s, Band& b) {
+  for_each_plane_group<T>(g, planes, 2 * one.in_plane + one.out_plane, [&](const Lifted& l, int64_t p, BandScratch<T>& scratch, Band& b) {
+    BandScratch<T>& s = scratch.sized();
     const Axis& ax = l.axis[2];
     const int64_t out_x = ax.out;
     const T* xp = x + p * one.in_plane;
@@ -439,7 +451,8 @@ void max_pool_backward(const PoolGeometry& g, int64_t planes, const T* x, const 
 template <typename T>
 void average_pool_backward(const PoolGeometry& g, int64_t planes, int mode, const T* dy, T* dx, T scale) {
   const Lifted one = lift(g);
-  for_each_plane_group<T>(g, planes, 2 * one.in_plane + one.out_plane, [&](const Lifted& l, int64_t p, BandScratch<T>& s, Band& b) {
+  for_each_plane_group<T>(g, planes, 2 * one.in_plane + one.out_plane, [&](const Lifted& l, int64_t p, BandScratch<T>& scratch, Band& b) {
+    BandScratch<T>& s = scratch.sized();
     const Axis& ax = l.axis[2];
     const int64_t out_x = ax.out;
     T* dxp = dx + p * one.in_plane;
