@@ -10,8 +10,8 @@ from . import _args
 from ._core import core
 
 
-def conv(function: str, w_shape, x_shape, *, padding, stride, dilation, mode, group, output_padding=None):
-    """conv4-style geometry (``output_padding is None``) or deconv4-style (transposed)."""
+def conv(function: str, w_shape, x_shape, *, padding, stride, dilation, mode, group, transposed=False, output_padding=0):
+    """conv4-style geometry, or deconv4-style (``transposed``, the only kind with output_padding)."""
     keys = dict(
         padding=_args.axis_arg(function, "padding", padding),
         stride=_args.axis_arg(function, "stride", stride),
@@ -19,7 +19,7 @@ def conv(function: str, w_shape, x_shape, *, padding, stride, dilation, mode, gr
         mode=_args.int_arg(function, "mode", mode),
         group=_args.int_arg(function, "group", group),
     )
-    if output_padding is None:
+    if not transposed:
         return core.conv4_geometry(function, tuple(w_shape), tuple(x_shape), **keys)
     op = _args.axis_arg(function, "output_padding", output_padding)
     return core.deconv4_geometry(function, tuple(w_shape), tuple(x_shape), output_padding=op, **keys)

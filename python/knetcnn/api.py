@@ -33,14 +33,14 @@ __all__ = [
 ]  # fmt: skip
 
 
-def _conv_call(op, w, x, dy, *, padding, stride, dilation, mode, alpha, group, output_padding=None, stream=None):
+def _conv_call(op, w, x, dy, *, padding, stride, dilation, mode, alpha, group, output_padding=0, stream=None):
     """Validate and run one convolution-family call; dy is None for the forward ops."""
     named = dict(w=w, x=x) if dy is None else dict(w=w, x=x, dy=dy)
     where = _dispatch.classify(op, **named)
     g = _geometry.conv(
         op, _dispatch.shape_of(w), _dispatch.shape_of(x),
         padding=padding, stride=stride, dilation=dilation, mode=mode, group=group,
-        output_padding=output_padding,
+        transposed=op.startswith("deconv"), output_padding=output_padding,
     )  # fmt: skip
     a = _geometry.alpha(op, alpha, dtype=_dispatch.dtype_name(x))
     if dy is not None:

@@ -48,7 +48,7 @@ def describe(op: str, *arrays, dtype=None, allow_tf32: bool = False, **keywords)
     if op in _CONV_OPS:
         if len(arrays) < 2:
             raise TypeError(f"describe: {op} needs w and x (arrays or shapes), got {len(arrays)} argument(s)")
-        output_padding = keywords.pop("output_padding", 0) if op.startswith("deconv") else None
+        transposed = op.startswith("deconv")  # only deconv ops take output_padding
         g = _geometry.conv(
             op,
             _shape_of(arrays[0]),
@@ -58,7 +58,8 @@ def describe(op: str, *arrays, dtype=None, allow_tf32: bool = False, **keywords)
             dilation=keywords.pop("dilation", 1),
             mode=keywords.pop("mode", 0),
             group=keywords.pop("group", 1),
-            output_padding=output_padding,
+            transposed=transposed,
+            output_padding=keywords.pop("output_padding", 0) if transposed else 0,
         )
         keywords.pop("alpha", None)
         _no_extra(op, keywords)

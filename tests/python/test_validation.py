@@ -112,6 +112,10 @@ TYPE_ERRORS = [
     (lambda: knetcnn.conv4(W, X, alpha=True), "conv4", ["alpha=True"]),
     (lambda: knetcnn.conv4(W, X, alpha=1j), "conv4", ["alpha=1j"]),
     (lambda: knetcnn.deconv4(DW, DX, output_padding=0.5), "deconv4", ["output_padding=0.5"]),
+    # None once switched deconv4 to conv4's geometry: a NumPy error, or silently wrong shapes
+    (lambda: knetcnn.deconv4(DW, DX, stride=2, output_padding=None), "deconv4", ["output_padding=None"]),
+    (lambda: knetcnn.deconv4x(DW, DX, DX, output_padding=None), "deconv4x", ["output_padding=None"]),
+    (lambda: knetcnn.deconv4w(DW, DX, DX, output_padding=None), "deconv4w", ["output_padding=None"]),
     (lambda: knetcnn.pool(z(1, 1, 4), window=None), "pool", ["window=None"]),
     (lambda: knetcnn.pool(z(1, 1, 4), maxpoolingNanOpt=False), "pool", ["maxpoolingNanOpt=False"]),
     (lambda: knetcnn.pool(z(1, 1, 4), padding="1"), "pool", ["padding='1'"]),
