@@ -1,4 +1,4 @@
-"""Scratch buffers for the convolution kernels, reused from block to block and call to call.
+"""Scratch buffers for the convolution's blocks, reused from block to block and call to call.
 
 A fresh large NumPy array is fresh memory from the OS, and its first write page-faults every
 page: measured on the benchmark machine, a LeNet conv4 spends 5-9 of its 7-11 ms doing that
@@ -40,11 +40,6 @@ class Scratch:
         if zero:
             out.fill(0)
         return out
-
-    def bool_array(self, purpose: str, shape: tuple[int, ...]) -> np.ndarray:
-        """A C-contiguous bool array of `shape`, carved from this dtype's buffer for `purpose`."""
-        size = math.prod(shape)
-        return self.array(purpose, (-(-size // self.dtype.itemsize),)).view(np.bool_)[:size].reshape(shape)
 
     def __enter__(self) -> "Scratch":
         return self
