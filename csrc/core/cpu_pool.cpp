@@ -398,7 +398,10 @@ void max_pool_backward(const PoolGeometry& g, int64_t planes, const T* x, const 
       T* dxp = dx + p * one.in_plane;
       if (!assign) zero_uncovered_2x2(l, dxp);
       if (!rows::max_2x2_backward(xp, l.axis[2].in, block_2x2(l), grad, alpha, dxp)) return;
+      const int64_t in_x = l.axis[2].in;
       for_each_nan_2x2(l, xp, [&](int64_t r, int64_t i, const Window& w) {
+        T* cells = dxp + 2 * r * in_x + 2 * i;  // the fast loop left arbitrary values here
+        cells[0] = cells[1] = cells[in_x] = cells[in_x + 1] = T(0);
         T value;
         const int64_t to = max_source(l, xp, w, nan_opt, &value);
         if (to >= 0) dxp[to] += grad[r * l.axis[2].out + i] * alpha;

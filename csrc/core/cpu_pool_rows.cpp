@@ -1,11 +1,19 @@
 #include "cpu_pool_rows.hpp"
 
+#include <algorithm>
+#include <utility>
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__) && \
     !defined(__SANITIZE_THREAD__)
 #define KNETCNN_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#define KNETCNN_X86_DISPATCH 1
 #else
 #define KNETCNN_VECTOR_CLONES
 #endif
+
+// The vector helpers below take and return 32-byte vectors; they are always inlined, so the
+// baseline ABI note GCC gives for such signatures (-Wpsabi) concerns no call that exists.
+#pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace knetcnn::cpu::rows {
 namespace {
@@ -134,25 +142,144 @@ template <typename T>
   return any;
 }
 
-// Each window's share goes to its first maximum; every cell of the windows is written (assigned),
-// windows holding NaN get zeros here.
-template <typename T>
-[[gnu::always_inline]] inline Mask<T> max_2x2_backward_row(const T* __restrict top, const T* __restrict bottom,
-                                                           const T* __restrict grad, T alpha, T* __restrict dtop,
-                                                           T* __restrict dbottom, int64_t n) {
-  Mask<T> any = 0;
-  for (int64_t i = 0; i < n; ++i) {
+// max_2x2_backward on whole vectors of windows. Two vectors of a row's cells (a0, a1 of
+// consecutive windows, interleaved) are split into a vector of a0s and one of a1s with shuffles
+// that stay inside 128-bit lanes (unpcklpd / shufps), so the windows come out in a fixed
+// permuted order; dy is loaded in that order too, and the results are interleaved back before
+// the stores. Everything between is vertical: about 8 instructions a window instead of the
+// scalar loop's strided gathers. GCC's vector extensions: one source for the baseline ISA and the
+// AVX2 clone. Lanes<T, Bytes> holds the shuffles of one vector width.
+template <typename T, int Bytes>
+struct Lanes;
+
+template <>
+struct Lanes<double, 32> {  // windows in the order 0 2 1 3
+  typedef double V __attribute__((vector_size(32)));
+  [[gnu::always_inline]] static V evens(V p, V q) { return __builtin_shufflevector(p, q, 0, 4, 2, 6); }
+  [[gnu::always_inline]] static V odds(V p, V q) { return __builtin_shufflevector(p, q, 1, 5, 3, 7); }
+  [[gnu::always_inline]] static V in_order(V g) { return __builtin_shufflevector(g, g, 0, 2, 1, 3); }
+  [[gnu::always_inline]] static V low(V e, V o) { return __builtin_shufflevector(e, o, 0, 4, 2, 6); }
+  [[gnu::always_inline]] static V high(V e, V o) { return __builtin_shufflevector(e, o, 1, 5, 3, 7); }
+};
+template <>
+struct Lanes<double, 16> {  // windows in order
+  typedef double V __attribute__((vector_size(16)));
+  [[gnu::always_inline]] static V evens(V p, V q) { return __builtin_shufflevector(p, q, 0, 2); }
+  [[gnu::always_inline]] static V odds(V p, V q) { return __builtin_shufflevector(p, q, 1, 3); }
+  [[gnu::always_inline]] static V in_order(V g) { return g; }
+  [[gnu::always_inline]] static V low(V e, V o) { return __builtin_shufflevector(e, o, 0, 2); }
+  [[gnu::always_inline]] static V high(V e, V o) { return __builtin_shufflevector(e, o, 1, 3); }
+};
+template <>
+struct Lanes<float, 32> {  // windows in the order 0 1 4 5 2 3 6 7
+  typedef float V __attribute__((vector_size(32)));
+  [[gnu::always_inline]] static V evens(V p, V q) { return __builtin_shufflevector(p, q, 0, 2, 8, 10, 4, 6, 12, 14); }
+  [[gnu::always_inline]] static V odds(V p, V q) { return __builtin_shufflevector(p, q, 1, 3, 9, 11, 5, 7, 13, 15); }
+  [[gnu::always_inline]] static V in_order(V g) { return __builtin_shufflevector(g, g, 0, 1, 4, 5, 2, 3, 6, 7); }
+  [[gnu::always_inline]] static V low(V e, V o) { return __builtin_shufflevector(e, o, 0, 8, 1, 9, 4, 12, 5, 13); }
+  [[gnu::always_inline]] static V high(V e, V o) { return __builtin_shufflevector(e, o, 2, 10, 3, 11, 6, 14, 7, 15); }
+};
+template <>
+struct Lanes<float, 16> {  // windows in order
+  typedef float V __attribute__((vector_size(16)));
+  [[gnu::always_inline]] static V evens(V p, V q) { return __builtin_shufflevector(p, q, 0, 2, 4, 6); }
+  [[gnu::always_inline]] static V odds(V p, V q) { return __builtin_shufflevector(p, q, 1, 3, 5, 7); }
+  [[gnu::always_inline]] static V in_order(V g) { return g; }
+  [[gnu::always_inline]] static V low(V e, V o) { return __builtin_shufflevector(e, o, 0, 4, 1, 5); }
+  [[gnu::always_inline]] static V high(V e, V o) { return __builtin_shufflevector(e, o, 2, 6, 3, 7); }
+};
+
+template <typename T, int Bytes>
+constexpr int64_t kLanes = Bytes / int64_t(sizeof(T));  // windows per step
+
+template <typename V>
+[[gnu::always_inline]] inline V load(const void* from) {
+  V v;
+  std::memcpy(&v, from, sizeof v);
+  return v;
+}
+
+// Windows [0, kLanes) of a row: every cell of theirs gets its share or zero. NaN-blind (a NaN
+// window's cells get whatever the comparisons give); returns a mask, nonzero in some lane if
+// any of these windows holds NaN, for the caller to redo those windows.
+template <typename T, int Bytes>
+[[gnu::always_inline]] inline auto max_2x2_backward_step(const T* top, const T* bottom, const T* grad, T alpha, T* dtop,
+                                                         T* dbottom) {
+  using L = Lanes<T, Bytes>;
+  using V = typename L::V;
+  constexpr int64_t n = kLanes<T, Bytes>;
+  const V t0 = load<V>(top), t1 = load<V>(top + n), u0 = load<V>(bottom), u1 = load<V>(bottom + n);
+  const V a0 = L::evens(t0, t1), a1 = L::odds(t0, t1), b0 = L::evens(u0, u1), b1 = L::odds(u0, u1);
+  const auto nan = (a0 != a0) | (a1 != a1) | (b0 != b0) | (b1 != b1);
+  V m = a1 > a0 ? a1 : a0;  // strict: the first of equal maxima stays (only its value matters here)
+  m = b0 > m ? b0 : m;
+  m = b1 > m ? b1 : m;
+  // The first cell in row-major order (a0 a1 b0 b1) equal to the maximum takes the share.
+  const auto h0 = a0 == m;
+  auto seen = h0;
+  const auto h1 = (a1 == m) & ~seen;
+  seen |= h1;
+  const auto h2 = (b0 == m) & ~seen;
+  seen |= h2;
+  const auto h3 = (b1 == m) & ~seen;
+  using M = decltype(seen);
+  const M share = reinterpret_cast<M>(L::in_order(load<V>(grad)) * alpha);
+  const V d0 = reinterpret_cast<V>(share & h0), d1 = reinterpret_cast<V>(share & h1);
+  const V e0 = reinterpret_cast<V>(share & h2), e1 = reinterpret_cast<V>(share & h3);
+  const V out[4] = {L::low(d0, d1), L::high(d0, d1), L::low(e0, e1), L::high(e0, e1)};
+  std::memcpy(dtop, &out[0], sizeof(V));
+  std::memcpy(dtop + n, &out[1], sizeof(V));
+  std::memcpy(dbottom, &out[2], sizeof(V));
+  std::memcpy(dbottom + n, &out[3], sizeof(V));
+  return nan;
+}
+
+template <typename M>
+[[gnu::always_inline]] inline bool any_lane(M m) {
+  for (size_t l = 0; l < sizeof(M) / sizeof(m[0]); ++l)
+    if (m[l]) return true;
+  return false;
+}
+
+// Steps of Bytes-wide vectors over windows [0, n), n >= kLanes: the last step starts at
+// n - kLanes and may redo windows of the one before. That is harmless (each step only assigns
+// cells from x and dy, which dx does not overlap) and spares short rows a scalar tail: ResNet's
+// 7 windows a row take two 4-window steps instead of one step and three scalar windows.
+template <typename T, int Bytes>
+[[gnu::always_inline]] inline bool max_2x2_backward_steps(const T* __restrict top, const T* __restrict bottom,
+                                                          const T* __restrict grad, T alpha, T* __restrict dtop,
+                                                          T* __restrict dbottom, int64_t n) {
+  constexpr int64_t step = kLanes<T, Bytes>;
+  decltype(max_2x2_backward_step<T, Bytes>(top, bottom, grad, alpha, dtop, dbottom)) nan = {};
+  for (int64_t i = 0;; i += step) {
+    i = std::min(i, n - step);
+    nan |= max_2x2_backward_step<T, Bytes>(top + 2 * i, bottom + 2 * i, grad + i, alpha, dtop + 2 * i, dbottom + 2 * i);
+    if (i + step >= n) break;
+  }
+  return any_lane(nan);
+}
+
+// Every cell of a row's n windows gets its window's share (at its first maximum) or zero;
+// windows holding NaN get arbitrary values here, and the return value says whether there are
+// any (the caller redoes them). Wide: the widest vector in bytes (32 with AVX2, else 16).
+template <typename T, int Wide>
+[[gnu::always_inline]] inline bool max_2x2_backward_row(const T* __restrict top, const T* __restrict bottom,
+                                                        const T* __restrict grad, T alpha, T* __restrict dtop,
+                                                        T* __restrict dbottom, int64_t n) {
+  if (n >= kLanes<T, Wide>) return max_2x2_backward_steps<T, Wide>(top, bottom, grad, alpha, dtop, dbottom, n);
+  if (Wide > 16 && n >= kLanes<T, 16>) return max_2x2_backward_steps<T, 16>(top, bottom, grad, alpha, dtop, dbottom, n);
+  bool any = false;
+  for (int64_t i = 0; i < n; ++i) {  // rows shorter than one 16-byte step
     const T a0 = top[2 * i], a1 = top[2 * i + 1], b0 = bottom[2 * i], b1 = bottom[2 * i + 1];
     const T m = max4(a0, a1, b0, b1), share = grad[i] * alpha;
-    const Mask<T> nan = any_nan4(a0, a1, b0, b1);
-    any |= nan;
-    const Mask<T> h0 = ~nan & mask_if<T>(a0 == m);
-    Mask<T> done = nan | h0;
-    const Mask<T> h1 = ~done & mask_if<T>(a1 == m);
-    done |= h1;
-    const Mask<T> h2 = ~done & mask_if<T>(b0 == m);
-    done |= h2;
-    const Mask<T> h3 = ~done & mask_if<T>(b1 == m);
+    any |= any_nan4(a0, a1, b0, b1) != 0;
+    const Mask<T> h0 = mask_if<T>(a0 == m);
+    Mask<T> seen = h0;
+    const Mask<T> h1 = ~seen & mask_if<T>(a1 == m);
+    seen |= h1;
+    const Mask<T> h2 = ~seen & mask_if<T>(b0 == m);
+    seen |= h2;
+    const Mask<T> h3 = ~seen & mask_if<T>(b1 == m);
     dtop[2 * i] = masked(share, h0);
     dtop[2 * i + 1] = masked(share, h1);
     dbottom[2 * i] = masked(share, h2);
@@ -161,13 +288,46 @@ template <typename T>
   return any;
 }
 
+template <typename T, int Wide>
+[[gnu::always_inline]] inline bool max_2x2_backward_block(const T* in, int64_t in_x, const Block& b, const T* grad,
+                                                          T alpha, T* out) {
+  bool any = false;
+  for (int64_t r = 0; r < b.rows; ++r) {
+    const int64_t at = r * b.in_row_step;
+    any |= max_2x2_backward_row<T, Wide>(in + at, in + at + in_x, grad + r * b.grad_row_step, alpha, out + at,
+                                         out + at + in_x, b.n);
+  }
+  return any;
+}
+
+// Chosen by hand rather than by target_clones: the 32-byte steps lowered to the baseline's
+// 16-byte registers are 14x slower (their shuffles cross the halves), so the baseline version
+// uses 16-byte steps, which only the source, not the clone, can say.
+#ifdef KNETCNN_X86_DISPATCH
+template <typename T>
+__attribute__((target("avx2"))) bool max_2x2_backward_avx2(const T* in, int64_t in_x, const Block& b, const T* grad,
+                                                           T alpha, T* out) {
+  return max_2x2_backward_block<T, 32>(in, in_x, b, grad, alpha, out);
+}
+#endif
+
+template <typename T>
+bool max_2x2_backward_any_isa(const T* in, int64_t in_x, const Block& b, const T* grad, T alpha, T* out) {
+#ifdef KNETCNN_X86_DISPATCH
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2) return max_2x2_backward_avx2(in, in_x, b, grad, alpha, out);
+#endif
+  return max_2x2_backward_block<T, 16>(in, in_x, b, grad, alpha, out);
+}
+
 }  // namespace
 
 // The exported overloads, one per dtype. The double ones are compiled for AVX2 and for the
 // baseline ISA where the compiler supports function clones (chosen at load time by the CPU's
 // features): with the baseline's 2-lane doubles the pair loops stay scalar. The float ones stay
-// baseline: its 4 lanes beat AVX2's 8 on the short rows of small planes (ResNet's 7 windows,
-// LeNet's 6), and large planes are memory-bound either way (measured).
+// baseline (its 4 lanes beat AVX2's 8 on the short rows of small planes: ResNet's 7 windows,
+// LeNet's 6). max_2x2_backward picks its own version (above): its AVX2 steps are faster for
+// floats too, as its overlapping last step serves short rows at any width.
 #define KNETCNN_OVERLOADS(T, CLONES)                                                                            \
   CLONES bool fold_max(const T* in, int64_t stride, const Block& b, T* best, Mask<T>* nan,  \
                                       bool first) {                                                     \
@@ -204,15 +364,8 @@ template <typename T>
     }                                                                                                   \
     return any != 0;                                                                                    \
   }                                                                                                     \
-  CLONES bool max_2x2_backward(const T* in, int64_t in_x, const Block& b, const T* grad, \
-                                              T alpha, T* out) {                                        \
-    Mask<T> any = 0;                                                                                    \
-    for (int64_t r = 0; r < b.rows; ++r) {                                                              \
-      const int64_t at = r * b.in_row_step;                                                             \
-      any |= max_2x2_backward_row(in + at, in + at + in_x, grad + r * b.grad_row_step, alpha, out + at,  \
-                                  out + at + in_x, b.n);                                                \
-    }                                                                                                   \
-    return any != 0;                                                                                    \
+  bool max_2x2_backward(const T* in, int64_t in_x, const Block& b, const T* grad, T alpha, T* out) {      \
+    return max_2x2_backward_any_isa(in, in_x, b, grad, alpha, out);                                     \
   }
 KNETCNN_OVERLOADS(float, /* baseline only */)
 KNETCNN_OVERLOADS(double, KNETCNN_VECTOR_CLONES)

@@ -65,6 +65,19 @@ int64_t reference_source(const std::vector<double>& x, const std::vector<int64_t
   return best;
 }
 
+// x: small integers (ties), one cell in `rarity` NaN and one -inf; dy: k + 0.5.
+Config config_with_values(std::mt19937& rng, const Shape& x_shape, const PoolOptions& o, int rarity) {
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  Config c{pool_geometry("pool", x_shape, o), {}, {}};
+  const int64_t n = x_shape[0] * x_shape[1] * spatial(x_shape);
+  for (int64_t i = 0; i < n; ++i) {
+    const int kind = pick(0, rarity - 1);
+    c.x.push_back(kind == 0 ? kNan : kind == 1 ? -INFINITY : static_cast<double>(pick(-3, 3)));  // ties
+  }
+  for (int64_t i = 0; i < c.g.output[0] * c.g.output[1] * spatial(c.g.output); ++i) c.dy.push_back(pick(-5, 5) + 0.5);
+  return c;
+}
+
 Config random_config(std::mt19937& rng, int mode) {
   auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   const int d = pick(1, 3);
@@ -89,14 +102,21 @@ Config random_config(std::mt19937& rng, int mode) {
   o.stride = AxisArg::each(stride);
   o.mode = mode;
   o.nan_opt = pick(0, 1);
-  Config c{pool_geometry("pool", x_shape, o), {}, {}};
-  const int64_t n = x_shape[0] * x_shape[1] * spatial(x_shape);
-  for (int64_t i = 0; i < n; ++i) {
-    const int kind = pick(0, 19);
-    c.x.push_back(kind == 0 ? kNan : kind == 1 ? -INFINITY : static_cast<double>(pick(-3, 3)));  // ties
-  }
-  for (int64_t i = 0; i < c.g.output[0] * c.g.output[1] * spatial(c.g.output); ++i) c.dy.push_back(pick(-5, 5) + 0.5);
-  return c;
+  return config_with_values(rng, x_shape, o, 20);
+}
+
+// The usual 2x2 pooling on rows of 1 to 20 windows (odd widths and heights too): the fused
+// backward's vector steps (2 to 8 windows, the last one overlapping), its 16-byte step and its
+// scalar rows. NaN rarer than above, so that most rows run without redone windows.
+Config long_rows_2x2_config(std::mt19937& rng, int mode) {
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  PoolOptions o;
+  o.window = AxisArg::each({2, 2});
+  o.stride = AxisArg::each({2, 2});
+  o.padding = AxisArg::each({0, 0});
+  o.mode = mode;
+  o.nan_opt = pick(0, 1);
+  return config_with_values(rng, {pick(1, 2), pick(1, 3), pick(2, 7), pick(2, 41)}, o, 60);
 }
 
 bool same(double a, double b) { return (std::isnan(a) && std::isnan(b)) || a == b; }
@@ -104,11 +124,11 @@ bool same(double a, double b) { return (std::isnan(a) && std::isnan(b)) || a == 
 // Values are small integers, +-inf and NaN, shares k + 0.5: exact in float too, so float and
 // double kernels must both equal the double reference exactly.
 template <typename T>
-void check_max_pooling(unsigned seed, int trials) {
+void check_max_pooling(unsigned seed, int trials, Config (*make_config)(std::mt19937&, int) = random_config) {
   std::mt19937 rng(seed);
   for (int trial = 0; trial < trials; ++trial) {
     const int mode = trial % 2 == 0 ? 0 : 3;
-    Config c = random_config(rng, mode);
+    Config c = make_config(rng, mode);
     const int64_t planes = c.g.input[0] * c.g.input[1], in = spatial(c.g.input), out = spatial(c.g.output);
     const std::vector<T> x(c.x.begin(), c.x.end()), dy(c.dy.begin(), c.dy.end());
     std::vector<T> y(planes * out), dx(planes * in, T(9999));  // every cell must be written
@@ -133,6 +153,11 @@ void check_max_pooling(unsigned seed, int trials) {
 TEST(CpuPool, MaxForwardAndBackwardMatchThePerWindowReference) { check_max_pooling<double>(7, 400); }
 
 TEST(CpuPool, FloatMaxForwardAndBackwardMatchThePerWindowReference) { check_max_pooling<float>(9, 400); }
+
+TEST(CpuPool, Usual2x2OnRowsOfOneToTwentyWindowsMatchesThePerWindowReference) {
+  check_max_pooling<double>(11, 300, long_rows_2x2_config);
+  check_max_pooling<float>(13, 300, long_rows_2x2_config);
+}
 
 TEST(CpuPool, AverageForwardAndBackwardMatchThePerWindowReference) {
   std::mt19937 rng(8);
