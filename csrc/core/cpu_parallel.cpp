@@ -1,8 +1,12 @@
 #include "cpu_parallel.hpp"
 
+#include <pthread.h>
 #include <sched.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <exception>
 #include <mutex>
@@ -23,6 +27,136 @@ int count_threads() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
+// One parallel_for call: chunks [0, chunks) of [0, count), claimed one at a time by whoever is
+// free (the caller first), so a worker that starts late takes fewer chunks instead of holding
+// the caller up with a fixed share.
+struct Job {
+  const std::function<void(int64_t, int64_t)>* body;
+  int64_t count, chunks;
+  std::atomic<int64_t> next{0};
+  std::atomic<int> workers_inside{0};
+  std::mutex failure_mutex;
+  std::exception_ptr failure;
+
+  void run_chunks() {
+    for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
+      try {
+        (*body)(count * c / chunks, count * (c + 1) / chunks);
+      } catch (...) {  // must not escape a worker (std::terminate): rethrown by the caller
+        std::lock_guard<std::mutex> lock(failure_mutex);
+        if (!failure) failure = std::current_exception();
+      }
+    }
+  }
+};
+
+// Workers that wait for jobs: they spin for kSpin after each job (so back-to-back calls find
+// them running, as OpenMP's do; waking a sleeping thread costs 26-43 us here, more than a small
+// kernel's whole run) and then sleep on a condition variable. Never destroyed: detached workers
+// may still be waiting at exit, and a fork's child gets a fresh pool (see pool()).
+class Pool {
+ public:
+  explicit Pool(int workers) : workers_(workers) {}
+
+  // Runs job's chunks on this thread and on the workers; false (nothing run) if the pool is
+  // busy with another caller's job, or this is a call from inside a job.
+  bool run(Job& job) {
+    std::unique_lock<std::mutex> running(run_mutex_, std::try_to_lock);
+    if (!running.owns_lock()) return false;
+    if (!started_) start_workers();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      job_ = &job;
+      posted_.store(++generation_, std::memory_order_release);
+      if (sleeping_ > 0) wake_.notify_all();
+    }
+    job.run_chunks();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      job_ = nullptr;  // no worker joins from here on
+    }
+    while (job.workers_inside.load(std::memory_order_acquire) != 0) cpu_relax();  // their last chunks
+    return true;
+  }
+
+ private:
+  static constexpr auto kSpin = std::chrono::microseconds(100);
+
+  void start_workers() {  // on first use, by the caller holding run_mutex_
+    started_ = true;
+    for (int i = 0; i < workers_; ++i) {
+      try {
+        std::thread([this] { work(); }).detach();
+      } catch (const std::system_error&) {
+        return;  // no thread to be had (resource limits): the callers do the chunks
+      }
+    }
+  }
+
+  void work() {
+    uint64_t seen = 0;
+    for (;;) {
+      const auto spin_until = std::chrono::steady_clock::now() + kSpin;
+      for (int i = 0; posted_.load(std::memory_order_acquire) == seen; ++i) {
+        cpu_relax();
+        if (i % 64 == 0 && std::chrono::steady_clock::now() > spin_until) {
+          std::unique_lock<std::mutex> lock(mutex_);
+          ++sleeping_;
+          wake_.wait(lock, [&] { return generation_ != seen; });
+          --sleeping_;
+        }
+      }
+      Job* job;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        seen = generation_;
+        job = job_;
+        if (job) job->workers_inside.fetch_add(1, std::memory_order_relaxed);
+      }
+      if (!job) continue;  // that job had ended
+      job->run_chunks();
+      job->workers_inside.fetch_sub(1, std::memory_order_release);  // job may be gone after this
+    }
+  }
+
+  const int workers_;
+  bool started_ = false;  // guarded by run_mutex_
+  std::mutex run_mutex_;  // held by the caller whose job runs
+  std::mutex mutex_;      // guards job_, generation_, sleeping_
+  std::condition_variable wake_;
+  Job* job_ = nullptr;
+  uint64_t generation_ = 0;
+  int sleeping_ = 0;
+  std::atomic<uint64_t> posted_{0};  // generation_, readable without the mutex while spinning
+};
+
+constexpr int64_t kChunksPerThread = 4;
+
+std::atomic<Pool*> the_pool{nullptr};
+std::once_flag fork_handler_installed;
+
+Pool& pool() {
+  // A fork's child has only the forking thread: it forgets the parent's pool (left allocated:
+  // its mutexes may be held) and makes another on first use.
+  std::call_once(fork_handler_installed, [] {
+    pthread_atfork(nullptr, nullptr, [] { the_pool.store(nullptr, std::memory_order_relaxed); });
+  });
+  Pool* current = the_pool.load(std::memory_order_acquire);
+  if (current) return *current;
+  auto* fresh = new Pool(max_threads() - 1);  // no threads yet: a loser of the race below is simply deleted
+  if (the_pool.compare_exchange_strong(current, fresh, std::memory_order_acq_rel)) return *fresh;
+  delete fresh;
+  return *current;
+}
+
 }  // namespace
 
 int max_threads() {
@@ -32,39 +166,21 @@ int max_threads() {
 
 void parallel_for(int64_t count, int64_t work_per_item, const std::function<void(int64_t, int64_t)>& body) {
   if (count <= 0) return;
-  int64_t total_work = count * std::max<int64_t>(work_per_item, 1);
-  int64_t threads = std::min<int64_t>({max_threads(), count, total_work / kMinWorkPerThread});
+  const int64_t total_work = count * std::max<int64_t>(work_per_item, 1);
+  const int64_t threads = std::min<int64_t>({max_threads(), count, total_work / kMinWorkPerThread});
   if (threads <= 1) {
     body(0, count);
     return;
   }
-  // An exception (bad_alloc, say) must not escape a thread (std::terminate): the first one is
-  // kept and rethrown on the calling thread once every range has finished.
-  std::exception_ptr failure;
-  std::mutex failure_mutex;
-  auto guarded = [&](int64_t begin, int64_t end) {
-    try {
-      body(begin, end);
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(failure_mutex);
-      if (!failure) failure = std::current_exception();
-    }
-  };
-  std::vector<std::thread> workers;
-  workers.reserve(threads - 1);
-  auto range = [&](int64_t t) { return std::pair{count * t / threads, count * (t + 1) / threads}; };
-  for (int64_t t = 1; t < threads; ++t) {
-    auto [begin, end] = range(t);
-    try {
-      workers.emplace_back([&guarded, begin = begin, end = end] { guarded(begin, end); });
-    } catch (const std::system_error&) {
-      guarded(begin, end);  // no thread to be had (resource limits): do this range here
-    }
+  Job job;
+  job.body = &body;
+  job.count = count;
+  job.chunks = std::min<int64_t>(count, kChunksPerThread * threads);
+  if (!pool().run(job)) {
+    body(0, count);  // the pool is busy with another thread's call: this one runs here
+    return;
   }
-  auto [begin, end] = range(0);
-  guarded(begin, end);
-  for (auto& worker : workers) worker.join();
-  if (failure) std::rethrow_exception(failure);
+  if (job.failure) std::rethrow_exception(job.failure);
 }
 
 }  // namespace knetcnn::cpu

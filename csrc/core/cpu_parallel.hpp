@@ -1,7 +1,7 @@
-// A minimal parallel-for for the CPU kernels: split [0, count) into contiguous ranges, one per
-// thread, the calling thread taking the first. Threads are started per call (no pool to keep
-// alive, nothing to clean up at exit), so a call whose work is too small to repay ~20 us of
-// thread start-up runs on the calling thread alone.
+// A minimal parallel-for for the CPU kernels: [0, count) in contiguous chunks (a few per
+// thread) that the calling thread and a pool of waiting worker threads claim one at a time.
+// Workers spin briefly after each call, so back-to-back calls find them running, then sleep;
+// one caller at a time uses the pool, others (and calls from inside a chunk) run serially.
 #pragma once
 
 #include <cstdint>
@@ -18,10 +18,7 @@ int max_threads();
 // serially. If body throws, the first exception is rethrown here after every range has finished.
 void parallel_for(int64_t count, int64_t work_per_item, const std::function<void(int64_t, int64_t)>& body);
 
-// Below this many elements of work per thread, starting a thread costs more than it saves
-// (measured here: starting and joining a thread costs ~45 us, a pool of waiting threads 26-43 us
-// to wake, so work below ~100 us of one thread is better left on it: LeNet-2-sized pooling ran
-// 2x slower on two threads).
-constexpr int64_t kMinWorkPerThread = 1 << 18;
+// Below this many elements of work per thread, handing out chunks costs more than it saves.
+constexpr int64_t kMinWorkPerThread = 1 << 16;
 
 }  // namespace knetcnn::cpu

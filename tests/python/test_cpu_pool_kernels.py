@@ -3,6 +3,11 @@ rows, many planes split over threads and stacked groups, planes of zero, misalig
 windows whose product overflows int64. The loop reference (or, for large inputs, an independent
 NumPy formulation of 2x2 pooling) is the judge."""
 
+import os
+import signal
+import time
+import warnings
+
 import numpy as np
 import pytest
 
@@ -62,6 +67,31 @@ def test_many_planes_over_threads_and_stacked_groups(dtype):
     np.testing.assert_allclose(y[:, :7], reference.pool(x[:, :7], **kw), rtol=1e-6)
     got = knetcnn.poolx(x, y, np.ones_like(y), **kw)
     np.testing.assert_allclose(got[:, 490:], reference.poolx(x[:, 490:], y[:, 490:], np.ones_like(y[:, 490:]), **kw), rtol=1e-6)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_pools_on_its_own_threads():
+    # The kernels' worker threads exist in the parent only: a child forked after they ran must
+    # start its own (not wait forever on the parent's) and get the same results.
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 64, 32, 32)).astype(np.float32)  # enough work for every thread
+    expect_y, gradient = _pool_2x2_by_reshape(x)
+    dy = rng.standard_normal(expect_y.shape).astype(np.float32)
+    np.testing.assert_array_equal(knetcnn.poolx(x, expect_y, dy), gradient(dy))  # the parent's pool runs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: this is the case tested
+        pid = os.fork()
+    if pid == 0:  # the child: exit status 0 if both results are right
+        ok = np.array_equal(knetcnn.poolx(x, expect_y, dy), gradient(dy)) and np.array_equal(knetcnn.pool(x), expect_y)
+        os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if done == (0, 0):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung in pooling")
+    assert os.waitstatus_to_exitcode(done[1]) == 0, "the forked child got wrong pooling results"
 
 
 def test_zero_planes_give_empty_results_without_touching_memory():

@@ -1,0 +1,115 @@
+// parallel_for and its pool of waiting workers: every index exactly once, whoever runs it;
+// exceptions reach the caller and leave the pool usable; calls from inside a chunk and from
+// several threads at once (the Python bindings release the GIL) neither deadlock nor mix up.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "cpu_parallel.hpp"
+
+namespace knetcnn {
+namespace {
+
+// Enough work per item that every thread is asked to help.
+constexpr int64_t kHeavy = cpu::kMinWorkPerThread;
+
+std::vector<int> visits(int64_t count, int64_t work_per_item) {
+  std::vector<std::atomic<int>> seen(count);
+  cpu::parallel_for(count, work_per_item, [&](int64_t begin, int64_t end) {
+    ASSERT_LE(0, begin);
+    ASSERT_LE(begin, end);
+    ASSERT_LE(end, count);
+    for (int64_t i = begin; i < end; ++i) seen[i].fetch_add(1);
+  });
+  std::vector<int> out;
+  for (auto& s : seen) out.push_back(s.load());
+  return out;
+}
+
+TEST(CpuParallel, EveryIndexRunsExactlyOnce) {
+  for (int64_t count : {1, 2, 3, 7, 8, 9, 64, 1000, 4097}) {
+    for (int64_t work : {int64_t(1), kHeavy}) {
+      const std::vector<int> seen = visits(count, work);
+      EXPECT_EQ(seen, std::vector<int>(count, 1)) << "count " << count << " work " << work;
+    }
+  }
+  EXPECT_TRUE(visits(0, kHeavy).empty());
+}
+
+TEST(CpuParallel, WorkersTakeChunksOffTheCallingThread) {
+  if (cpu::max_threads() < 2) GTEST_SKIP() << "one thread allowed here (affinity or KNETCNN_NUM_THREADS)";
+  std::mutex mutex;
+  std::set<std::thread::id> runners;
+  cpu::parallel_for(64, kHeavy, [&](int64_t, int64_t) {
+    std::this_thread::sleep_for(std::chrono::microseconds(300));  // long enough for a worker to wake
+    std::lock_guard<std::mutex> lock(mutex);
+    runners.insert(std::this_thread::get_id());
+  });
+  EXPECT_GE(runners.size(), 2u);
+}
+
+TEST(CpuParallel, ManyCallsInARowReuseThePool) {
+  // Back-to-back calls meet workers still spinning from the last one, and calls after a pause
+  // wake sleeping ones: both must finish every chunk before parallel_for returns.
+  for (int call = 0; call < 2000; ++call) {
+    if (call % 500 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    std::atomic<int64_t> sum{0};
+    cpu::parallel_for(100, kHeavy, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) sum.fetch_add(i);
+    });
+    ASSERT_EQ(sum.load(), 4950) << "call " << call;
+  }
+}
+
+TEST(CpuParallel, AnExceptionReachesTheCallerAndThePoolStaysUsable) {
+  for (int64_t throwing_index : {int64_t(0), int64_t(63)}) {
+    EXPECT_THROW(cpu::parallel_for(64, kHeavy,
+                                   [&](int64_t begin, int64_t end) {
+                                     if (begin <= throwing_index && throwing_index < end) throw std::runtime_error("chunk");
+                                   }),
+                 std::runtime_error);
+  }
+  EXPECT_EQ(visits(64, kHeavy), std::vector<int>(64, 1));
+}
+
+TEST(CpuParallel, CallsFromInsideAChunkRunAndDoNotDeadlock) {
+  std::atomic<int64_t> inner{0};
+  cpu::parallel_for(8, kHeavy, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      cpu::parallel_for(10, kHeavy, [&](int64_t b, int64_t e) { inner.fetch_add(e - b); });
+  });
+  EXPECT_EQ(inner.load(), 80);
+}
+
+TEST(CpuParallel, SeveralCallingThreadsEachGetTheirOwnResults) {
+  constexpr int kCallers = 6;
+  std::vector<int64_t> sums(kCallers, -1);
+  std::vector<std::thread> callers;
+  for (int t = 0; t < kCallers; ++t) {
+    callers.emplace_back([&, t] {
+      int64_t total = 0;
+      for (int call = 0; call < 300; ++call) {
+        std::atomic<int64_t> sum{0};
+        cpu::parallel_for(50 + t, kHeavy, [&](int64_t begin, int64_t end) {
+          for (int64_t i = begin; i < end; ++i) sum.fetch_add(i);
+        });
+        total += sum.load();
+      }
+      sums[t] = total;
+    });
+  }
+  for (auto& c : callers) c.join();
+  for (int t = 0; t < kCallers; ++t) {
+    const int64_t n = 50 + t;
+    EXPECT_EQ(sums[t], 300 * n * (n - 1) / 2) << "caller " << t;
+  }
+}
+
+}  // namespace
+}  // namespace knetcnn
