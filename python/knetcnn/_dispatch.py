@@ -60,8 +60,15 @@ def dtype_name(a) -> str:
     return str(getattr(dtype, "name", dtype)).replace("torch.", "")
 
 
+# The common case, checked first: plain NumPy arrays of one native float dtype.
+_NATIVE_HOST_DTYPES = frozenset(np.dtype(d) for d in ("float16", "float32", "float64"))
+
+
 def classify(function: str, **arrays) -> str:
     """HOST or DEVICE for a call's named array arguments; TypeError for anything else."""
+    dtypes = {a.dtype if type(a) is np.ndarray else None for a in arrays.values()}
+    if len(dtypes) == 1 and dtypes <= _NATIVE_HOST_DTYPES:
+        return HOST
     places = {name: placement(function, name, a) for name, a in arrays.items()}
     if len(set(places.values())) > 1:
         listed = ", ".join(f"{n} is a {_describe(arrays[n])} ({p})" for n, p in places.items())
@@ -76,10 +83,12 @@ def classify(function: str, **arrays) -> str:
 
 def _check_dtypes(function: str, arrays: dict, allowed: tuple[str, ...], where: str) -> None:
     names = {n: dtype_name(a) for n, a in arrays.items()}
+    dtype = next(iter(names.values()))
+    if all(d == dtype for d in names.values()) and dtype in allowed:
+        return
     listed = ", ".join(f"{n} has dtype {d}" for n, d in names.items())
     if len(set(names.values())) > 1:
         raise TypeError(f"{function}: {listed}: all array arguments of one call must share one dtype")
-    dtype = next(iter(names.values()))
     if dtype not in allowed:
         hint = " (bfloat16 only for device arrays)" if where == HOST else ""
         raise TypeError(

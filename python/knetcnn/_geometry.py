@@ -10,8 +10,43 @@ from . import _args
 from ._core import core
 
 
+# Geometries are immutable and take a few microseconds to check and build, a good part of a
+# small call; a training loop repeats the same few. They are memoized when every keyword is
+# spelled as a plain int, a tuple of ints or None; other spellings (lists, NumPy integers, bools
+# that must be refused) take the full path every time. Errors are never memoized.
+_MEMO: dict = {}
+_MEMO_LIMIT = 512
+
+
+def _plain(*values) -> bool:
+    for v in values:
+        t = type(v)
+        if not (t is int or v is None or (t is tuple and all(type(i) is int for i in v))):
+            return False
+    return True
+
+
+def _memoized(key, build):
+    g = _MEMO.get(key)
+    if g is None:
+        g = build()
+        if len(_MEMO) >= _MEMO_LIMIT:
+            _MEMO.clear()
+        _MEMO[key] = g
+    return g
+
+
 def conv(function: str, w_shape, x_shape, *, padding, stride, dilation, mode, group, transposed=False, output_padding=0):
     """conv4-style geometry, or deconv4-style (``transposed``, the only kind with output_padding)."""
+    key = (function, w_shape, x_shape, padding, stride, dilation, mode, group, transposed, output_padding)
+    if _plain(w_shape, x_shape, padding, stride, dilation, mode, group, output_padding):
+        return _memoized(key, lambda: _conv(function, w_shape, x_shape, padding=padding, stride=stride, dilation=dilation,
+                                             mode=mode, group=group, transposed=transposed, output_padding=output_padding))
+    return _conv(function, w_shape, x_shape, padding=padding, stride=stride, dilation=dilation, mode=mode, group=group,
+                 transposed=transposed, output_padding=output_padding)
+
+
+def _conv(function, w_shape, x_shape, *, padding, stride, dilation, mode, group, transposed, output_padding):
     keys = dict(
         padding=_args.axis_arg(function, "padding", padding),
         stride=_args.axis_arg(function, "stride", stride),
@@ -27,6 +62,15 @@ def conv(function: str, w_shape, x_shape, *, padding, stride, dilation, mode, gr
 
 def pool(function: str, x_shape, *, window, padding, stride, mode, maxpoolingNanOpt=None, transposed=False):
     """pool geometry, or unpool's (``transposed=True``, which has no maxpoolingNanOpt)."""
+    key = (function, x_shape, window, padding, stride, mode, maxpoolingNanOpt, transposed)
+    if _plain(x_shape, window, padding, stride, mode, maxpoolingNanOpt):
+        return _memoized(key, lambda: _pool(function, x_shape, window=window, padding=padding, stride=stride, mode=mode,
+                                             maxpoolingNanOpt=maxpoolingNanOpt, transposed=transposed))
+    return _pool(function, x_shape, window=window, padding=padding, stride=stride, mode=mode,
+                 maxpoolingNanOpt=maxpoolingNanOpt, transposed=transposed)
+
+
+def _pool(function, x_shape, *, window, padding, stride, mode, maxpoolingNanOpt, transposed):
     keys = dict(
         window=_args.axis_arg(function, "window", window),
         padding=_args.axis_arg(function, "padding", padding),
