@@ -98,3 +98,24 @@ def test_mat_is_layout_only_on_host_and_device():
     assert knetcnn.mat(x, dims=0).shape == (24, 1) and knetcnn.mat(x, dims=3).shape == (1, 24)
     assert knetcnn.mat(np.arange(6).reshape(2, 3)).dtype == np.arange(1).dtype  # any dtype
     assert knetcnn.mat(CudaArrayInterface((2, 3, 4))) == ("reshaped", (2, 12))
+
+
+def test_memoized_geometries_answer_like_fresh_ones_and_stay_bounded():
+    from knetcnn import _geometry
+
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 3, 9, 9))
+    first = knetcnn.pool(x, window=3, stride=2, padding=1)
+    # The same call again (memoized), and spellings that skip the memo, agree exactly.
+    np.testing.assert_array_equal(knetcnn.pool(x, window=3, stride=2, padding=1), first)
+    np.testing.assert_array_equal(knetcnn.pool(x, window=[3, 3], stride=np.int64(2), padding=(1, 1)), first)
+    # A refused spelling is refused after the valid one was memoized, and errors are not memoized.
+    for _ in range(2):
+        with pytest.raises(TypeError, match="stride"):
+            knetcnn.pool(x, window=3, stride=True, padding=1)
+        with pytest.raises(ValueError, match="padding"):
+            knetcnn.pool(x, window=3, stride=2, padding=3)
+    # Bounded: many distinct shapes never hold more than the limit.
+    for n in range(_geometry._MEMO_LIMIT + 50):
+        _geometry.pool("pool", (1, 1, 4 + n), window=2, padding=0, stride=2, mode=0, maxpoolingNanOpt=1)
+    assert 0 < len(_geometry._MEMO) <= _geometry._MEMO_LIMIT
