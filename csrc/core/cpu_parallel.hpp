@@ -18,9 +18,11 @@ int max_threads();
 // serially. If body throws, the first exception is rethrown here after every range has finished.
 void parallel_for(int64_t count, int64_t work_per_item, const std::function<void(int64_t, int64_t)>& body);
 
-// Below this many elements of work per thread, handing out chunks costs more than it saves.
-// Measured with the spinning pool: LeNet-1's poolx (113 Ki elements) 28 -> 20 us on two threads
-// at 32 Ki (it stayed on one at 64 Ki), LeNet-2's (414 Ki) 90 -> 60 us from 256 Ki to 64 Ki.
-constexpr int64_t kMinWorkPerThread = 1 << 15;
+// Below this many elements of work per thread, a second thread is not worth it on shared
+// virtual CPUs. Back to back, small work gains (LeNet-1's poolx, 113 Ki elements: 28 -> 20 us on
+// two threads at a 32 Ki threshold), but bench/cpu.py's calls after a pause were erratic there:
+// LeNet-1 float32 poolx 0.03 ms on one thread, 0.14-0.16 ms on two; LeNet-2's (414 Ki) 0.10 vs
+// 0.07-0.26 ms. From ResNet's size (900 Ki) up, two threads gained in both regimes.
+constexpr int64_t kMinWorkPerThread = 1 << 18;
 
 }  // namespace knetcnn::cpu
