@@ -146,9 +146,9 @@ template <typename T>
 // consecutive windows, interleaved) are split into a vector of a0s and one of a1s with shuffles
 // that stay inside 128-bit lanes (unpcklpd / shufps), so the windows come out in a fixed
 // permuted order; dy is loaded in that order too, and the results are interleaved back before
-// the stores. Everything between is vertical: about 8 instructions a window instead of the
-// scalar loop's strided gathers. GCC's vector extensions: one source for the baseline ISA and the
-// AVX2 clone. Lanes<T, Bytes> holds the shuffles of one vector width.
+// the stores. Everything between is vertical, with none of the scalar loop's stride-2 gathers.
+// GCC's vector extensions: one source for the 16-byte (baseline) and 32-byte (AVX2) versions
+// chosen below. Lanes<T, Bytes> holds the shuffles of one vector width.
 template <typename T, int Bytes>
 struct Lanes;
 
