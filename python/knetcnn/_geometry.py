@@ -38,12 +38,13 @@ def _memoized(key, build):
 
 def conv(function: str, w_shape, x_shape, *, padding, stride, dilation, mode, group, transposed=False, output_padding=0):
     """conv4-style geometry, or deconv4-style (``transposed``, the only kind with output_padding)."""
-    key = (function, w_shape, x_shape, padding, stride, dilation, mode, group, transposed, output_padding)
-    if _plain(w_shape, x_shape, padding, stride, dilation, mode, group, output_padding):
-        return _memoized(key, lambda: _conv(function, w_shape, x_shape, padding=padding, stride=stride, dilation=dilation,
-                                             mode=mode, group=group, transposed=transposed, output_padding=output_padding))
-    return _conv(function, w_shape, x_shape, padding=padding, stride=stride, dilation=dilation, mode=mode, group=group,
-                 transposed=transposed, output_padding=output_padding)
+    def build():
+        return _conv(function, w_shape, x_shape, padding=padding, stride=stride, dilation=dilation, mode=mode,
+                     group=group, transposed=transposed, output_padding=output_padding)
+
+    if not _plain(w_shape, x_shape, padding, stride, dilation, mode, group, output_padding):
+        return build()
+    return _memoized((function, w_shape, x_shape, padding, stride, dilation, mode, group, transposed, output_padding), build)
 
 
 def _conv(function, w_shape, x_shape, *, padding, stride, dilation, mode, group, transposed, output_padding):
@@ -62,12 +63,13 @@ def _conv(function, w_shape, x_shape, *, padding, stride, dilation, mode, group,
 
 def pool(function: str, x_shape, *, window, padding, stride, mode, maxpoolingNanOpt=None, transposed=False):
     """pool geometry, or unpool's (``transposed=True``, which has no maxpoolingNanOpt)."""
-    key = (function, x_shape, window, padding, stride, mode, maxpoolingNanOpt, transposed)
-    if _plain(x_shape, window, padding, stride, mode, maxpoolingNanOpt):
-        return _memoized(key, lambda: _pool(function, x_shape, window=window, padding=padding, stride=stride, mode=mode,
-                                             maxpoolingNanOpt=maxpoolingNanOpt, transposed=transposed))
-    return _pool(function, x_shape, window=window, padding=padding, stride=stride, mode=mode,
-                 maxpoolingNanOpt=maxpoolingNanOpt, transposed=transposed)
+    def build():
+        return _pool(function, x_shape, window=window, padding=padding, stride=stride, mode=mode,
+                     maxpoolingNanOpt=maxpoolingNanOpt, transposed=transposed)
+
+    if not _plain(x_shape, window, padding, stride, mode, maxpoolingNanOpt):
+        return build()
+    return _memoized((function, x_shape, window, padding, stride, mode, maxpoolingNanOpt, transposed), build)
 
 
 def _pool(function, x_shape, *, window, padding, stride, mode, maxpoolingNanOpt, transposed):
@@ -84,7 +86,9 @@ def _pool(function, x_shape, *, window, padding, stride, mode, maxpoolingNanOpt,
 
 
 def check_shape(function: str, argument: str, shape, expected, why: str) -> None:
-    core.check_shape(function, argument, tuple(shape), tuple(expected), why)
+    shape, expected = tuple(shape), tuple(expected)
+    if shape != expected:  # the core builds the message; equal shapes need no call into it
+        core.check_shape(function, argument, shape, expected, why)
 
 
 _FLOAT32_MAX = 3.4028234663852886e38

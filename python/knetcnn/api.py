@@ -46,8 +46,7 @@ def _conv_call(op, w, x, dy, *, padding, stride, dilation, mode, alpha, group, o
     if dy is not None:
         # conv4's dy is shaped like its output; deconv4's like its result (the geometry's input).
         expected, what = (g.input_shape, "deconv4") if g.transposed else (g.output_shape, "conv4")
-        if _dispatch.shape_of(dy) != expected:
-            _geometry.check_shape(op, "dy", _dispatch.shape_of(dy), expected, f"the shape of {what}(w, x) with these keywords")
+        _geometry.check_shape(op, "dy", _dispatch.shape_of(dy), expected, f"the shape of {what}(w, x) with these keywords")
     return _dispatch.run(where, op, tuple(named.values()), g, a, stream)
 
 
@@ -65,8 +64,7 @@ def _pool_call(op, x, y, dy, *, window, padding, stride, mode, alpha, maxpooling
         # pool's y is its output; unpool's y is its result (the transposed geometry's input).
         expected, what = (g.input_shape, "unpool") if unpooling else (g.output_shape, "pool")
         for name, arr in (("y", y), ("dy", dy)):
-            if _dispatch.shape_of(arr) != expected:
-                _geometry.check_shape(op, name, _dispatch.shape_of(arr), expected, f"the shape of {what}(x) with these keywords")
+            _geometry.check_shape(op, name, _dispatch.shape_of(arr), expected, f"the shape of {what}(x) with these keywords")
     return _dispatch.run(where, op, tuple(named.values()), g, a, stream)
 
 
