@@ -4,10 +4,12 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <array>
 #include <cstdint>
 #include <string>
 
 #include "../core/cpu_conv.hpp"
+#include "../core/cpu_conv_direct.hpp"
 #include "../core/errors.hpp"
 #include "bindings.hpp"
 
@@ -75,6 +77,43 @@ void run_col2im(const py::array& col, const py::array& dx, const ConvWindow& w, 
   cpu::col2im<T>(in, w, volume, parallel);
 }
 
+// A C-contiguous, aligned 4-D array of element type T (TypeError for another dtype).
+template <typename T>
+void check_plain_4d(const std::string& function, const char* argument, const py::array& a) {
+  if (!py::isinstance<py::array_t<T>>(a))
+    throw ArgumentError(ArgumentError::Kind::Type, function + ": " + argument + " must have x's dtype, got " +
+                                                       py::str(a.dtype()).cast<std::string>());
+  require(a.ndim() == 4, function, std::string(argument) + " must be 4-D, got " + std::to_string(a.ndim()) + "-D");
+  require((a.flags() & py::array::c_style) != 0, function, std::string(argument) + " must be C-contiguous");
+  require(reinterpret_cast<std::uintptr_t>(a.data()) % alignof(T) == 0, function,
+          std::string(argument) + " must be aligned to its element size");
+}
+
+template <typename T>
+void run_conv_direct(const py::array& x, const py::array& w, const py::array& y, int64_t groups,
+                     const std::array<int64_t, 2>& padding, const std::array<int64_t, 2>& dilation) {
+  const std::string function = "conv_direct";
+  check_plain_4d<T>(function, "x", x);
+  check_plain_4d<T>(function, "w", w);
+  check_plain_4d<T>(function, "y", y);
+  require(y.writeable(), function, "y must be writeable");
+  cpu::DirectConv d;
+  d.items = x.shape(0), d.channels = x.shape(1), d.height = x.shape(2), d.width = x.shape(3);
+  d.outputs = w.shape(0), d.groups = groups, d.kh = w.shape(2), d.kw = w.shape(3);
+  d.pad_h = padding[0], d.pad_w = padding[1], d.dil_h = dilation[0], d.dil_w = dilation[1];
+  d.out_h = y.shape(2), d.out_w = y.shape(3);
+  require(groups >= 1 && w.shape(1) * groups == x.shape(1), function,
+          "w.shape[1] * groups must equal x's channels");
+  require(y.shape(0) == x.shape(0) && y.shape(1) == w.shape(0), function,
+          "y must have x's items and w's outputs");
+  cpu::check_direct_conv(function.c_str(), d);
+  const T* xp = static_cast<const T*>(x.data());
+  const T* wp = static_cast<const T*>(w.data());
+  T* yp = static_cast<T*>(const_cast<void*>(y.data()));
+  py::gil_scoped_release release;
+  cpu::direct_conv2d<T>(d, xp, wp, yp);
+}
+
 ConvWindow window(const Axes3& kernel, const Axes3& stride, const Axes3& dilation, const Axes3& padding,
                   const Axes3& origin, const Axes3& out_begin, const Axes3& out_end) {
   return ConvWindow{kernel, stride, dilation, padding, origin, out_begin, out_end};
@@ -115,6 +154,19 @@ void register_cpu_conv(py::module_& m) {
       "dx += the adjoint of im2col applied to col (cells outside dx dropped)", py::arg("col").noconvert(),
       py::arg("dx").noconvert(), py::arg("kernel"), py::arg("stride"), py::arg("dilation"), py::arg("padding"),
       py::arg("origin"), py::arg("out_begin"), py::arg("out_end"), py::arg("parallel"));
+  m.def(
+      "conv_direct",
+      [](const py::array& x, const py::array& w, const py::array& y, int64_t groups,
+         const std::array<int64_t, 2>& padding, const std::array<int64_t, 2>& dilation) {
+        if (py::isinstance<py::array_t<double>>(x)) return run_conv_direct<double>(x, w, y, groups, padding, dilation);
+        if (py::isinstance<py::array_t<float>>(x)) return run_conv_direct<float>(x, w, y, groups, padding, dilation);
+        unsupported_dtype("conv_direct", "x", x);
+      },
+      "y[n, o, r, j] = sum over o's group's channels c and taps (a, b) of w[o, c, a, b] * "
+      "x[n, c, r - padding[0] + a*dilation[0], j - padding[1] + b*dilation[1]], 0 outside x: stride 1, "
+      "arrays 4-D C-contiguous of one dtype; padding may be negative; y is overwritten",
+      py::arg("x").noconvert(), py::arg("w").noconvert(), py::arg("y").noconvert(), py::arg("groups"),
+      py::arg("padding"), py::arg("dilation"));
 }
 
 }  // namespace knetcnn::bindings

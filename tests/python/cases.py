@@ -15,6 +15,18 @@ _MAX_KERNEL = {1: 4, 2: 3, 3: 2}
 _EXTRA_SIZE = {1: 8, 2: 5, 3: 3}
 
 
+CONV_PATHS = ("im2col", "direct")
+
+
+def force_conv_path(monkeypatch, path: str) -> None:
+    """Send every CPU convolution to one implementation: "im2col" (columns + BLAS) or "direct"
+    (the direct kernel, wherever it applies: stride 1, 1-D or 2-D, finite weights, no float16)."""
+    from knetcnn.cpu import _direct
+
+    limit = 0 if path == "im2col" else 1 << 62
+    monkeypatch.setattr(_direct, "MAX_REDUCTION", {np.dtype(np.float32): limit, np.dtype(np.float64): limit})
+
+
 def axis_kw(rng, values):
     """An int when every axis agrees (most of the time), else a tuple."""
     values = [int(v) for v in values]

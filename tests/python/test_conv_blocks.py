@@ -11,9 +11,15 @@ from numpy.lib.stride_tricks import as_strided
 
 import knetcnn
 import reference
-from cases import DTYPES, assert_close, check_family_against_reference, deconv_config, normal
+from cases import DTYPES, assert_close, check_family_against_reference, deconv_config, force_conv_path, normal
 from knetcnn._core import core
 from knetcnn.cpu import _chunks, _conv_blocks
+
+
+@pytest.fixture(autouse=True)
+def im2col_only(monkeypatch):
+    """These tests are about im2col's blocks: no convolution here takes the direct kernel."""
+    force_conv_path(monkeypatch, "im2col")
 
 
 def use_tiny_blocks(monkeypatch):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import knetcnn
+from cases import CONV_PATHS, force_conv_path
 from knetcnn.cpu import _chunks
 
 
@@ -167,6 +168,7 @@ def test_pooling_scratch_stays_within_its_blocks(monkeypatch):
 def test_scratch_kept_between_calls_is_capped(monkeypatch):
     from knetcnn.cpu import _scratch
 
+    force_conv_path(monkeypatch, "im2col")  # the direct kernel needs no scratch
     monkeypatch.setattr(_scratch, "RETAIN_BYTES", 1 << 20)
     rng = np.random.default_rng(11)
     w, x = rng.standard_normal((8, 16, 3, 3)), rng.standard_normal((4, 16, 40, 40))  # columns: 11 MiB
@@ -175,9 +177,11 @@ def test_scratch_kept_between_calls_is_capped(monkeypatch):
     assert sum(b.nbytes for b in _scratch._local.buffers.values()) <= 1 << 20
 
 
-def test_calls_from_several_threads_use_their_own_scratch():
+@pytest.mark.parametrize("path", CONV_PATHS)
+def test_calls_from_several_threads_use_their_own_scratch(monkeypatch, path):
     from concurrent.futures import ThreadPoolExecutor
 
+    force_conv_path(monkeypatch, path)
     rng = np.random.default_rng(12)
     cases = [(rng.standard_normal((6, 3, 3, 3)), rng.standard_normal((2, 3, 20 + i, 17))) for i in range(8)]
     expect = [knetcnn.conv4(w, x, padding=1) for w, x in cases]

@@ -3,8 +3,9 @@
 Called by knetcnn's public functions after all validation (types, dtypes, the core's geometry,
 gradient shapes): `run(op, arrays, geometry, alpha)` with `arrays` in the op's own argument order.
 float16 is computed in float32 and rounded once; float32 and float64 are computed in their own
-type. Convolutions are compiled im2col / col2im around BLAS GEMMs (conv.py), pooling is
-compiled kernels throughout (pool.py); both live in the C++ core (csrc/core/cpu_*).
+type. Convolutions are compiled im2col / col2im around BLAS GEMMs (conv.py), or a compiled
+direct kernel for stride-1 convolutions with short reductions (_direct.py); pooling is compiled
+kernels throughout (pool.py); all live in the C++ core (csrc/core/cpu_*).
 Results follow IEEE arithmetic silently, as on the GPU: overflow gives inf, inf - inf gives NaN,
 and no NumPy floating-point warnings are raised.
 """

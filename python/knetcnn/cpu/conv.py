@@ -6,6 +6,9 @@ the roles (deconv4 is `backward_data`). Sizes always come from the geometry, nev
 here, so deconv4's output_padding (an input larger than conv4 would need) just works: rows that no
 kernel position reaches stay zero.
 
+Stride-1 1-D and 2-D convolutions with short reductions go to the direct kernel instead
+(_direct.py): no columns, no BLAS.
+
 The only Python loop runs over blocks (see _conv_blocks). For each block the compiled im2col
 gathers `col[c, k, n, *y] = xpad[n, c, y*s + k*dil]`, then `(G, Og, Cg*K) @ (G, Cg*K, n*Y)` runs
 as a single batched GEMM; backward-data's product is scattered back by the compiled col2im.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _direct
 from ._conv_blocks import ConvShape
 from ._layout import compute_dtype
 from ._scratch import Scratch
@@ -44,6 +48,8 @@ def forward(w: np.ndarray, x: np.ndarray, g, alpha: float) -> np.ndarray:
     cv = ConvShape(g)
     dtype = compute_dtype(x.dtype)
     wm = _weights(w, cv, alpha, dtype)
+    if _direct.usable(cv, cv.cg * cv.kp, wm, x):
+        return _direct.forward(wm, x, cv)
     y = np.empty(cv.output_shape, dtype=x.dtype)
     with Scratch(dtype) as scratch:
         for b in cv.blocks(y.nbytes, dtype.itemsize):
@@ -62,7 +68,10 @@ def backward_data(w: np.ndarray, dy: np.ndarray, g, alpha: float) -> np.ndarray:
     """dx = alpha * conv(w', .)^T dy: conv4x(w, x, dy), and deconv4(w, x) with dy = x."""
     cv = ConvShape(g)
     dtype = compute_dtype(dy.dtype)
-    wt = _weights(w, cv, alpha, dtype).transpose(0, 2, 1)
+    wm = _weights(w, cv, alpha, dtype)
+    if _direct.usable(cv, cv.og * cv.kp, wm, dy):
+        return _direct.backward_data(wm, dy, cv)
+    wt = wm.transpose(0, 2, 1)
     dx = np.zeros(cv.input_shape, dtype=dtype)
     with Scratch(dtype) as scratch:
         for b in cv.blocks(dx.nbytes, dtype.itemsize):

@@ -1,0 +1,37 @@
+// Direct 2-D convolution at stride 1 for few output channels: no im2col, no BLAS.
+//
+// y[n, o, r, j] = sum over c of o's group, a < kh, b < kw of
+//                 w[o, c, a, b] * x[n, g*cg + c, r - pad_h + a*dil_h, j - pad_w + b*dil_w]
+// with x zero outside its bounds. w is used as given (callers flip it and fold alpha in).
+// Padding may be negative (the output starts inside x) and the output size is free: cells no tap
+// reaches stay zero, so conv4x / deconv4 run here as this convolution of dy with w's flipped
+// transpose. 1-D callers pass height 1.
+//
+// Why: when the product has only a few output rows (LeNet's first layer: 20 filters of 25 taps,
+// and its conv4x: 1 channel from 20 x 25), BLAS runs thin and the im2col / col2im copies cost as
+// much as the arithmetic. Here each output row is computed in registers from x's rows, which
+// stay in L1.
+#pragma once
+
+#include <cstdint>
+
+namespace knetcnn::cpu {
+
+struct DirectConv {
+  int64_t items = 0, channels = 0, height = 0, width = 0;  // x: (items, channels, height, width)
+  int64_t outputs = 0, groups = 1, kh = 1, kw = 1;         // w: (outputs, channels / groups, kh, kw)
+  int64_t pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1;
+  int64_t out_h = 0, out_w = 0;                            // y: (items, outputs, out_h, out_w)
+};
+
+// Throws a ValueError-kind ArgumentError naming `function` unless the sizes are consistent:
+// all >= 0 (kh, kw, dil_h, dil_w, groups >= 1), channels and outputs divisible by groups, and
+// no index or element count overflows 64 bits.
+void check_direct_conv(const char* function, const DirectConv& d);
+
+// y = the convolution above. x, w, y C-contiguous with the shapes above; y is overwritten (it
+// need not be initialized). Items and output rows are split over parallel_for's threads.
+template <typename T>
+void direct_conv2d(const DirectConv& d, const T* x, const T* w, T* y);
+
+}  // namespace knetcnn::cpu

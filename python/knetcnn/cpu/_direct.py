@@ -1,0 +1,79 @@
+"""Direct convolution (csrc/core/cpu_conv_direct.cpp) for short reductions at stride 1.
+
+When each output sums over few terms (LeNet's first layer: 1 channel x 25 taps), im2col's copy
+and a thin BLAS product cost more than the arithmetic; the direct kernel keeps a tile of outputs
+in registers and reads x in place. It serves 1-D and 2-D convolutions at stride 1 (any padding,
+dilation, groups, mode) whose arrays are already in the compute dtype; everything else stays
+with im2col + BLAS (conv.py).
+
+conv4x and deconv4 run here as a forward convolution of dy with w's flipped transpose:
+    dx[n, c, i] = sum_{o, a} w'[o, c, a] * dy[n, o, i + pad - a*dil]
+                = sum_{o, a'} v[c, o, a'] * dy[n, o, i - pad' + a'*dil],
+with v[c, o, a'] = w'[o, c, K-1-a'] (per group) and pad' = (K-1)*dil - pad, which may be
+negative; the kernel reads zeros outside dy, so any output size works.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._core import core
+
+# The longest reduction (input channels per group x taps) sent to the direct kernel, by dtype,
+# measured against im2col + OpenBLAS on 2 cores (bench/cpu.py shapes and a 3-channel 32x32 one).
+# float64: direct was faster up to VGG's 64 x 3x3 = 576 (LeNet-1 conv4 0.39 vs 1.48 ms, conv4x
+# 1.04 vs 1.67) and slower at ResNet's 256 x 3x3. float32: OpenBLAS's sgemm is twice as fast
+# as its dgemm, so only short reductions gain (LeNet-1 conv4's 25 taps: 0.26 vs 0.78 ms; a
+# 3-channel 3x3's 27 and its conv4x's 144), LeNet-1 conv4x's 20 x 25 = 500 did not.
+MAX_REDUCTION = {np.dtype(np.float64): 576, np.dtype(np.float32): 160}
+
+
+def usable(cv, reduction: int, wm: np.ndarray, data: np.ndarray) -> bool:
+    """Whether the direct kernel takes this convolution of `data` (x, or dy for backward data)
+    with weights wm: reduction = terms per output.
+
+    Only finite weights: the kernel also multiplies weights by the zeros it reads outside the
+    data (padding, and dy's border in backward data), products the formula does not have; for a
+    finite weight they are exact zeros, for inf or NaN they would be NaN.
+    """
+    return (
+        cv.d <= 2
+        and all(s == 1 for s in cv.stride)
+        and reduction <= MAX_REDUCTION.get(wm.dtype, 0)
+        and data.dtype == wm.dtype
+        and bool(np.isfinite(wm).all())
+    )
+
+
+def _planar(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """a as a C-contiguous, aligned 4-D (N, C, H, W) array: 1-D data gets H = 1."""
+    a = np.require(a, dtype=dtype, requirements=["C", "A"])
+    return a.reshape(a.shape[:2] + (1,) * (4 - a.ndim) + a.shape[2:])
+
+
+def _lifted(cv, values, height: int) -> tuple[int, int]:
+    """Per-axis values as (height, width); 1-D convolutions get `height` for the added axis."""
+    return tuple(values) if cv.d == 2 else (height, values[0])
+
+
+def forward(wm: np.ndarray, x: np.ndarray, cv) -> np.ndarray:
+    """y = conv(w', x) at stride 1, wm being alpha * w' as (G, Og, Cg*K)."""
+    dtype = wm.dtype
+    w = wm.reshape((cv.o, cv.cg) + (1,) * (2 - cv.d) + cv.k)
+    y = np.empty(cv.output_shape, dtype=dtype)
+    core.conv_direct(_planar(x, dtype), np.ascontiguousarray(w), _planar(y, dtype), cv.groups,
+                     _lifted(cv, cv.pads, 0), _lifted(cv, cv.dilation, 1))  # fmt: skip
+    return y
+
+
+def backward_data(wm: np.ndarray, dy: np.ndarray, cv) -> np.ndarray:
+    """dx = conv(w', .)^T dy at stride 1, as the forward convolution of dy with w's flipped transpose."""
+    dtype = wm.dtype
+    flip = (slice(None),) * 3 + (slice(None, None, -1),) * cv.d
+    v = wm.reshape((cv.groups, cv.og, cv.cg) + cv.k)[flip].transpose(0, 2, 1, *range(3, 3 + cv.d))
+    v = np.ascontiguousarray(v.reshape((cv.c, cv.og) + (1,) * (2 - cv.d) + cv.k))
+    pads = [(k - 1) * d - p for k, d, p in zip(cv.k, cv.dilation, cv.pads)]
+    dx = np.empty(cv.input_shape, dtype=dtype)
+    core.conv_direct(_planar(dy, dtype), v, _planar(dx, dtype), cv.groups,
+                     _lifted(cv, pads, 0), _lifted(cv, cv.dilation, 1))  # fmt: skip
+    return dx

@@ -1,0 +1,157 @@
+// The direct convolution against naive loops over its definition: random 2-D problems whose
+// widths cover every tile shape (1 to 41 columns: scalar, 16- and 32-byte vectors, tiles moved
+// back at a row's end), 1 to 9 outputs per group (tiles of 4, 2 and 1), 1 to 7 rows (pairs of
+// rows, one left over), negative and positive padding, dilation, groups and output sizes the
+// taps do not all reach; large enough problems to take several threads; and the checks that
+// refuse malformed sizes.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "cpu_conv_direct.hpp"
+#include "expect_errors.hpp"
+
+using namespace knetcnn;
+using cpu::DirectConv;
+
+namespace {
+
+// y by the definition, in long double: every tap of every channel, zero outside x.
+template <typename T>
+std::vector<long double> naive(const DirectConv& d, const std::vector<T>& x, const std::vector<T>& w) {
+  const int64_t cg = d.channels / d.groups, og = d.outputs / d.groups;
+  std::vector<long double> y(d.items * d.outputs * d.out_h * d.out_w, 0.0L);
+  for (int64_t n = 0; n < d.items; ++n)
+    for (int64_t o = 0; o < d.outputs; ++o)
+      for (int64_t r = 0; r < d.out_h; ++r)
+        for (int64_t j = 0; j < d.out_w; ++j) {
+          long double sum = 0;
+          for (int64_t c = 0; c < cg; ++c)
+            for (int64_t a = 0; a < d.kh; ++a)
+              for (int64_t b = 0; b < d.kw; ++b) {
+                const int64_t row = r - d.pad_h + a * d.dil_h, col = j - d.pad_w + b * d.dil_w;
+                if (row < 0 || row >= d.height || col < 0 || col >= d.width) continue;
+                const int64_t channel = (o / og) * cg + c;
+                sum += static_cast<long double>(w[((o * cg + c) * d.kh + a) * d.kw + b]) *
+                       x[((n * d.channels + channel) * d.height + row) * d.width + col];
+              }
+          y[((n * d.outputs + o) * d.out_h + r) * d.out_w + j] = sum;
+        }
+  return y;
+}
+
+template <typename T>
+void expect_matches_naive(const DirectConv& d, std::mt19937& rng, const char* what) {
+  std::normal_distribution<double> normal;
+  std::vector<T> x(d.items * d.channels * d.height * d.width), w(d.outputs * (d.channels / d.groups) * d.kh * d.kw);
+  for (T& v : x) v = static_cast<T>(normal(rng));
+  for (T& v : w) v = static_cast<T>(normal(rng));
+  // y starts as NaN: every output must be written.
+  std::vector<T> y(d.items * d.outputs * d.out_h * d.out_w, std::numeric_limits<T>::quiet_NaN());
+  cpu::check_direct_conv("test", d);
+  cpu::direct_conv2d<T>(d, x.data(), w.data(), y.data());
+  const std::vector<long double> expect = naive(d, x, w);
+  const int64_t terms = (d.channels / d.groups) * d.kh * d.kw;
+  const double tolerance = (sizeof(T) == 4 ? 1e-5 : 1e-13) * std::sqrt(double(terms) + 1) * 8;
+  for (size_t i = 0; i < y.size(); ++i) {
+    ASSERT_NEAR(static_cast<double>(y[i]), static_cast<double>(expect[i]), tolerance)
+        << what << " at " << i << ": items " << d.items << " channels " << d.channels << " x " << d.height << "x"
+        << d.width << " outputs " << d.outputs << " groups " << d.groups << " kernel " << d.kh << "x" << d.kw
+        << " pad " << d.pad_h << "," << d.pad_w << " dil " << d.dil_h << "," << d.dil_w << " out " << d.out_h
+        << "x" << d.out_w;
+  }
+}
+
+DirectConv random_problem(std::mt19937& rng) {
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+  DirectConv d;
+  d.groups = pick(1, 2);
+  d.items = pick(1, 2);
+  d.channels = d.groups * pick(1, 3);
+  d.outputs = d.groups * pick(1, 9);
+  d.kh = pick(1, 4), d.kw = pick(1, 4);
+  d.dil_h = pick(1, 2), d.dil_w = pick(1, 3);
+  d.pad_h = pick(-2, 3), d.pad_w = pick(-2, 3);
+  d.height = pick(1, 7), d.width = pick(1, 41);
+  d.out_h = pick(1, 7), d.out_w = pick(1, 41);
+  return d;
+}
+
+}  // namespace
+
+TEST(CpuConvDirect, RandomProblemsMatchTheDefinitionInDouble) {
+  std::mt19937 rng(2024);
+  for (int i = 0; i < 400; ++i) expect_matches_naive<double>(random_problem(rng), rng, "double");
+}
+
+TEST(CpuConvDirect, RandomProblemsMatchTheDefinitionInFloat) {
+  std::mt19937 rng(2025);
+  for (int i = 0; i < 400; ++i) expect_matches_naive<float>(random_problem(rng), rng, "float");
+}
+
+TEST(CpuConvDirect, EveryWidthAndOutputCountOfOneRow) {
+  // One row, every width to 41 and 1 to 9 outputs: each tile width and the moved-back last tile.
+  std::mt19937 rng(7);
+  for (int64_t width = 1; width <= 41; ++width)
+    for (int64_t outputs = 1; outputs <= 9; ++outputs) {
+      DirectConv d;
+      d.items = 1, d.channels = 2, d.height = 3, d.width = width + 2;
+      d.outputs = outputs, d.kh = 3, d.kw = 3, d.out_h = 1, d.out_w = width;
+      expect_matches_naive<double>(d, rng, "one row, double");
+      expect_matches_naive<float>(d, rng, "one row, float");
+    }
+}
+
+TEST(CpuConvDirect, LeNetSizedProblemsOnSeveralThreads) {
+  // LeNet's first layer (y written by several threads' tasks), and its conv4x as this kernel runs
+  // it: 20 channels of 24 x 24 with padding 4 into one 28 x 28 channel.
+  std::mt19937 rng(11);
+  DirectConv forward;
+  forward.items = 16, forward.channels = 1, forward.height = 28, forward.width = 28;
+  forward.outputs = 20, forward.kh = forward.kw = 5, forward.out_h = forward.out_w = 24;
+  expect_matches_naive<double>(forward, rng, "LeNet conv4");
+  DirectConv backward;
+  backward.items = 16, backward.channels = 20, backward.height = 24, backward.width = 24;
+  backward.outputs = 1, backward.kh = backward.kw = 5, backward.pad_h = backward.pad_w = 4;
+  backward.out_h = backward.out_w = 28;
+  expect_matches_naive<float>(backward, rng, "LeNet conv4x");
+}
+
+TEST(CpuConvDirect, EmptyProblemsWriteNothingOrZeros) {
+  DirectConv d;
+  d.items = 2, d.channels = 0, d.height = 3, d.width = 3, d.outputs = 2, d.out_h = 2, d.out_w = 2;
+  std::vector<double> y(2 * 2 * 2 * 2, 7.0);
+  cpu::check_direct_conv("test", d);
+  cpu::direct_conv2d<double>(d, nullptr, nullptr, y.data());
+  for (double v : y) EXPECT_EQ(v, 0.0);  // a sum over no channels
+  d.channels = 1, d.items = 0;
+  cpu::check_direct_conv("test", d);
+  cpu::direct_conv2d<double>(d, nullptr, nullptr, nullptr);  // nothing to read or write
+}
+
+TEST(CpuConvDirect, MalformedSizesAreRefused) {
+  auto check = [](DirectConv d) { cpu::check_direct_conv("conv_direct", d); };
+  DirectConv good;
+  good.items = 1, good.channels = 4, good.height = 5, good.width = 5, good.outputs = 6, good.groups = 2;
+  good.kh = good.kw = 3, good.out_h = good.out_w = 3;
+  check(good);
+  DirectConv d = good;
+  d.groups = 3;
+  expect_value_error([&] { check(d); }, {"conv_direct", "divisible by groups"});
+  d = good, d.kh = 0;
+  expect_value_error([&] { check(d); }, {"conv_direct", ">= 1"});
+  d = good, d.dil_w = 0;
+  expect_value_error([&] { check(d); }, {"conv_direct", ">= 1"});
+  d = good, d.width = -1;
+  expect_value_error([&] { check(d); }, {"conv_direct", ">= 0"});
+  d = good, d.items = int64_t(1) << 40, d.height = d.width = int64_t(1) << 20;
+  expect_value_error([&] { check(d); }, {"conv_direct", "overflow"});
+  d = good, d.dil_h = int64_t(1) << 62, d.kh = 3;
+  expect_value_error([&] { check(d); }, {"conv_direct", "overflow"});
+  d = good, d.pad_w = std::numeric_limits<int64_t>::min();
+  expect_value_error([&] { check(d); }, {"conv_direct", "overflow"});
+}
