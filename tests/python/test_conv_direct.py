@@ -41,9 +41,9 @@ class _Spied:
     "dtype, op, taken",
     [
         (np.float64, "conv4", True),  # 1 channel x 25 taps
-        (np.float64, "conv4x", True),  # 20 x 25 = 500 <= 576
-        (np.float32, "conv4", True),  # 25 <= 160
-        (np.float32, "conv4x", False),  # 500 > 160: sgemm is faster there
+        (np.float32, "conv4", True),
+        (np.float64, "conv4x", False),  # 20 x 25 = 500 > 64: im2col is faster there
+        (np.float32, "conv4x", False),
         (np.float16, "conv4", False),  # computed in float32 through im2col's converted blocks
     ],
 )
@@ -60,7 +60,7 @@ def test_lenet_layer_one_routing(direct_calls, dtype, op, taken):
     [
         (dict(stride=2), (4, 1, 3, 3), (2, 1, 12, 12)),  # stride 2
         (dict(), (4, 1, 3, 3, 3), (2, 1, 6, 6, 6)),  # 3-D
-        (dict(padding=1), (256, 256, 3, 3), (2, 256, 8, 8)),  # 256 x 9 taps = 2304 > 576, both ways
+        (dict(padding=1), (16, 16, 3, 3), (2, 16, 8, 8)),  # 16 x 9 taps = 144 > 64, both ways
     ],
 )
 def test_other_convolutions_stay_with_im2col(direct_calls, kw, w_shape, x_shape):
@@ -111,7 +111,7 @@ def test_non_finite_weights_take_im2col_and_keep_the_formulas_specials(direct_ca
     np.testing.assert_array_equal(np.where(np.isinf(got), got, 0), np.where(np.isinf(expect), expect, 0))
     w[1, 2, 0, 1] = 1.0
     knetcnn.conv4x(w, x, dy, mode=1)
-    assert direct_calls  # the same call with finite weights does take it
+    assert direct_calls  # the same call with finite weights does take it (2 x 6 taps)
 
 
 def _arrays(dtype=np.float64):

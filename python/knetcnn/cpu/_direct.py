@@ -19,13 +19,12 @@ import numpy as np
 
 from .._core import core
 
-# The longest reduction (input channels per group x taps) sent to the direct kernel, by dtype,
-# measured against im2col + OpenBLAS on 2 cores (bench/cpu.py shapes and a 3-channel 32x32 one).
-# float64: direct was faster up to VGG's 64 x 3x3 = 576 (LeNet-1 conv4 0.39 vs 1.48 ms, conv4x
-# 1.04 vs 1.67) and slower at ResNet's 256 x 3x3. float32: OpenBLAS's sgemm is twice as fast
-# as its dgemm, so only short reductions gain (LeNet-1 conv4's 25 taps: 0.26 vs 0.78 ms; a
-# 3-channel 3x3's 27 and its conv4x's 144), LeNet-1 conv4x's 20 x 25 = 500 did not.
-MAX_REDUCTION = {np.dtype(np.float64): 576, np.dtype(np.float32): 160}
+# The longest reduction (input channels per group x taps) sent to the direct kernel. Measured
+# against im2col + OpenBLAS (2 cores) as bench/cpu.py measures, right after a pause: LeNet-1's
+# conv4 (1 channel x 25 taps) 1.42 vs 2.11 ms in float64 and 0.75 vs 1.24 in float32; but from
+# a few hundred terms im2col won (LeNet-1 conv4x's 20 x 25: 2.53 vs 2.68 ms; LeNet-2's 500:
+# 4.2 vs 5.9; VGG's 576: 30 vs 35), although back to back the direct kernel won those too.
+MAX_REDUCTION = {np.dtype(np.float64): 64, np.dtype(np.float32): 64}
 
 
 def usable(cv, reduction: int, wm: np.ndarray, data: np.ndarray) -> bool:
