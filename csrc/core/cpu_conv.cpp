@@ -7,15 +7,10 @@
 #include <type_traits>
 
 #include "cpu_parallel.hpp"
+#include "int_division.hpp"
 
 namespace knetcnn::cpu {
 namespace {
-
-int64_t floor_div(int64_t a, int64_t b) {  // b > 0
-  return a / b - ((a % b != 0) && (a < 0));
-}
-
-int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }  // b > 0
 
 // Where one kernel index's taps fall along one axis of a block: output j (0-based in the box)
 // reads volume cell first + j * step, which lies inside the volume for j in [lo, hi).

@@ -1,13 +1,12 @@
-// Direct convolution (see cpu_conv_direct.hpp). An output row is cut into tiles of MB outputs x
-// NV vectors of columns; a tile's MB * NV accumulators stay in registers while every tap of
-// every input channel adds into them (one vector load per column vector and tap, one scalar
-// weight per output and tap). The last tile of a row is moved back to end at the row's end
+// Direct convolution (see cpu_conv_direct.hpp). Output rows are cut into tiles of MB outputs x
+// RB rows x NV vectors of columns; a tile's accumulators stay in registers while every tap of
+// every input channel adds into them (one vector load per row, column vector and tap, shared
+// by the MB outputs; one scalar weight per output and tap). The last tile of a row is moved back to end at the row's end
 // rather than running a scalar tail: tiles only assign, so computing a few columns twice is
 // harmless.
 #include "cpu_conv_direct.hpp"
 
 #include <algorithm>
-#include <climits>
 #include <cstring>
 #include <string>
 #include <tuple>
@@ -16,6 +15,7 @@
 
 #include "cpu_parallel.hpp"
 #include "errors.hpp"
+#include "int_division.hpp"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__) && \
     !defined(__SANITIZE_THREAD__)
@@ -29,14 +29,10 @@
 namespace knetcnn::cpu {
 namespace {
 
-int64_t floor_div(int64_t a, int64_t b) {  // b > 0
-  return a / b - ((a % b != 0) && (a < 0));
-}
-
 // Taps [begin, end) of a kernel of k taps at dilation `dil` that reach cells [0, cells) from
 // outputs whose tap 0 reads cells first_lo..first_hi: the other taps read only padding.
 std::pair<int64_t, int64_t> reaching(int64_t first_lo, int64_t first_hi, int64_t dil, int64_t cells, int64_t k) {
-  const int64_t begin = std::clamp<int64_t>(-floor_div(first_hi, dil), 0, k);  // ceil(-first_hi / dil)
+  const int64_t begin = std::clamp<int64_t>(ceil_div(-first_hi, dil), 0, k);
   const int64_t end = std::clamp<int64_t>(floor_div(cells - 1 - first_lo, dil) + 1, begin, k);
   return {begin, end};
 }

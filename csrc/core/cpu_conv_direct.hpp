@@ -1,4 +1,4 @@
-// Direct 2-D convolution at stride 1 for few output channels: no im2col, no BLAS.
+// Direct 2-D convolution at stride 1 for short reductions: no im2col, no BLAS.
 //
 // y[n, o, r, j] = sum over c of o's group, a < kh, b < kw of
 //                 w[o, c, a, b] * x[n, g*cg + c, r - pad_h + a*dil_h, j - pad_w + b*dil_w]
@@ -7,10 +7,10 @@
 // reaches stay zero, so conv4x / deconv4 run here as this convolution of dy with w's flipped
 // transpose. 1-D callers pass height 1.
 //
-// Why: when the product has only a few output rows (LeNet's first layer: 20 filters of 25 taps,
-// and its conv4x: 1 channel from 20 x 25), BLAS runs thin and the im2col / col2im copies cost as
-// much as the arithmetic. Here each output row is computed in registers from x's rows, which
-// stay in L1.
+// Why: when each output sums few terms (LeNet's first layer: 1 channel x 25 taps), im2col's
+// copies cost as much as the thin BLAS product. Here each output row is computed in registers
+// from x's rows, which stay in L1. (The Python layer sends it reductions of up to 64 terms; see
+// cpu/_direct.py for what was measured beyond.)
 #pragma once
 
 #include <cstdint>
