@@ -119,7 +119,12 @@ ConvWindow window(const Axes3& kernel, const Axes3& stride, const Axes3& dilatio
   return ConvWindow{kernel, stride, dilation, padding, origin, out_begin, out_end};
 }
 
-[[noreturn]] void unsupported_dtype(const char* function, const char* argument, const py::array& a) {
+// run(T{}) with T the element type of `a`, float64 or float32; a TypeError naming the function and
+// argument for any other dtype.
+template <typename Run>
+void by_float_type(const char* function, const char* argument, const py::array& a, Run&& run) {
+  if (py::isinstance<py::array_t<double>>(a)) return run(double{});
+  if (py::isinstance<py::array_t<float>>(a)) return run(float{});
   throw ArgumentError(ArgumentError::Kind::Type, std::string(function) + ": " + argument +
                                                      " must be float32 or float64, got " +
                                                      py::str(a.dtype()).cast<std::string>());
@@ -133,9 +138,7 @@ void register_cpu_conv(py::module_& m) {
       [](const py::array& x, const py::array& col, const Axes3& kernel, const Axes3& stride, const Axes3& dilation,
          const Axes3& padding, const Axes3& origin, const Axes3& out_begin, const Axes3& out_end, bool parallel) {
         const ConvWindow w = window(kernel, stride, dilation, padding, origin, out_begin, out_end);
-        if (py::isinstance<py::array_t<double>>(x)) return run_im2col<double>(x, col, w, parallel);
-        if (py::isinstance<py::array_t<float>>(x)) return run_im2col<float>(x, col, w, parallel);
-        unsupported_dtype("im2col", "x", x);
+        by_float_type("im2col", "x", x, [&](auto t) { run_im2col<decltype(t)>(x, col, w, parallel); });
       },
       "col[c, k, n, *j] = x[n, c, *((out_begin + j) * stride + k * dilation - padding - origin)], 0 outside x "
       "(spatial axes lifted to 3; col C-contiguous (C*prod(kernel), items*prod(out_end - out_begin)))",
@@ -147,9 +150,7 @@ void register_cpu_conv(py::module_& m) {
       [](const py::array& col, const py::array& dx, const Axes3& kernel, const Axes3& stride, const Axes3& dilation,
          const Axes3& padding, const Axes3& origin, const Axes3& out_begin, const Axes3& out_end, bool parallel) {
         const ConvWindow w = window(kernel, stride, dilation, padding, origin, out_begin, out_end);
-        if (py::isinstance<py::array_t<double>>(dx)) return run_col2im<double>(col, dx, w, parallel);
-        if (py::isinstance<py::array_t<float>>(dx)) return run_col2im<float>(col, dx, w, parallel);
-        unsupported_dtype("col2im", "dx", dx);
+        by_float_type("col2im", "dx", dx, [&](auto t) { run_col2im<decltype(t)>(col, dx, w, parallel); });
       },
       "dx += the adjoint of im2col applied to col (cells outside dx dropped)", py::arg("col").noconvert(),
       py::arg("dx").noconvert(), py::arg("kernel"), py::arg("stride"), py::arg("dilation"), py::arg("padding"),
@@ -158,9 +159,8 @@ void register_cpu_conv(py::module_& m) {
       "conv_direct",
       [](const py::array& x, const py::array& w, const py::array& y, int64_t groups,
          const std::array<int64_t, 2>& padding, const std::array<int64_t, 2>& dilation) {
-        if (py::isinstance<py::array_t<double>>(x)) return run_conv_direct<double>(x, w, y, groups, padding, dilation);
-        if (py::isinstance<py::array_t<float>>(x)) return run_conv_direct<float>(x, w, y, groups, padding, dilation);
-        unsupported_dtype("conv_direct", "x", x);
+        by_float_type("conv_direct", "x", x,
+                      [&](auto t) { run_conv_direct<decltype(t)>(x, w, y, groups, padding, dilation); });
       },
       "y[n, o, r, j] = sum over o's group's channels c and taps (a, b) of w[o, c, a, b] * "
       "x[n, c, r - padding[0] + a*dilation[0], j - padding[1] + b*dilation[1]], 0 outside x: stride 1, "

@@ -1,12 +1,15 @@
-// The checks that make cpu_conv's kernels safe to call: column counts and coordinates that fit
-// 64 bits, and scatter targets whose threads cannot collide.
+// The checks that make the CPU convolution kernels safe to call: column counts and coordinates
+// that fit 64 bits, scatter targets whose threads cannot collide (cpu_conv.hpp), and the direct
+// kernel's sizes (cpu_conv_direct.hpp).
 #include <algorithm>
 #include <cstdlib>
+#include <initializer_list>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "cpu_conv.hpp"
+#include "cpu_conv_direct.hpp"
 #include "errors.hpp"
 
 namespace knetcnn::cpu {
@@ -66,6 +69,33 @@ void check_no_self_overlap(const char* function, const char* argument, const std
     check(stride >= span, function, std::string(argument) + " must not overlap itself (its strides alias)");
     span = checked_add(function, span, checked_mul(function, size - 1, stride));
   }
+}
+
+void check_direct_conv(const char* function, const DirectConv& d) {
+  check(d.items >= 0 && d.channels >= 0 && d.height >= 0 && d.width >= 0 && d.outputs >= 0 && d.out_h >= 0 &&
+            d.out_w >= 0,
+        function, "sizes must be >= 0");
+  check(d.kh >= 1 && d.kw >= 1 && d.dil_h >= 1 && d.dil_w >= 1 && d.groups >= 1, function,
+        "kernel sizes, dilations and groups must be >= 1");
+  check(d.channels % d.groups == 0 && d.outputs % d.groups == 0, function,
+        "channels (" + std::to_string(d.channels) + ") and outputs (" + std::to_string(d.outputs) +
+            ") must be divisible by groups (" + std::to_string(d.groups) + ")");
+  auto product = [&](std::initializer_list<int64_t> factors) {
+    int64_t out = 1;
+    for (int64_t f : factors) out = checked_mul(function, out, f);
+    return out;
+  };
+  product({d.items, d.channels, d.height, d.width});
+  product({d.items, d.outputs, d.out_h, d.out_w});
+  product({d.outputs, d.channels, d.kh, d.kw});
+  // The rows and columns a task reads, and the largest padded copy (all channels, every row read).
+  const int64_t rows = checked_add(function, d.out_h, product({d.kh - 1, d.dil_h}));
+  const int64_t cols = checked_add(function, d.out_w, product({d.kw - 1, d.dil_w}));
+  product({d.channels, rows, cols});
+  // Coordinates (row - pad + tap * dil) stay far from 64-bit overflow.
+  constexpr int64_t limit = int64_t(1) << 61;
+  check(d.pad_h > -limit && d.pad_h < limit && d.pad_w > -limit && d.pad_w < limit && rows < limit && cols < limit,
+        function, "padding or dilation overflows 64-bit coordinates");
 }
 
 }  // namespace knetcnn::cpu

@@ -8,13 +8,11 @@
 
 #include <algorithm>
 #include <cstring>
-#include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
 
 #include "cpu_parallel.hpp"
-#include "errors.hpp"
 #include "int_division.hpp"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__) && \
@@ -301,43 +299,9 @@ void copy_padded(const DirectConv& d, const Reach& at, const T* x_item, T* copy)
   }
 }
 
-int64_t checked_product(const char* function, std::initializer_list<int64_t> factors) {
-  int64_t product = 1;
-  for (int64_t f : factors) {
-    if (__builtin_mul_overflow(product, f, &product))
-      throw value_error(std::string(function) + ": sizes overflow 64-bit element counts");
-  }
-  return product;
-}
 
 }  // namespace
 
-void check_direct_conv(const char* function, const DirectConv& d) {
-  const std::string f(function);
-  auto require = [&](bool ok, const std::string& what) {
-    if (!ok) throw value_error(f + ": " + what);
-  };
-  require(d.items >= 0 && d.channels >= 0 && d.height >= 0 && d.width >= 0 && d.outputs >= 0 && d.out_h >= 0 &&
-              d.out_w >= 0,
-          "sizes must be >= 0");
-  require(d.kh >= 1 && d.kw >= 1 && d.dil_h >= 1 && d.dil_w >= 1 && d.groups >= 1,
-          "kernel sizes, dilations and groups must be >= 1");
-  require(d.channels % d.groups == 0 && d.outputs % d.groups == 0,
-          "channels (" + std::to_string(d.channels) + ") and outputs (" + std::to_string(d.outputs) +
-              ") must be divisible by groups (" + std::to_string(d.groups) + ")");
-  checked_product(function, {d.items, d.channels, d.height, d.width});
-  checked_product(function, {d.items, d.outputs, d.out_h, d.out_w});
-  checked_product(function, {d.outputs, d.channels, d.kh, d.kw});
-  // Coordinates the taps reach, and the largest padded copy (all channels, every row read).
-  const int64_t rows = d.out_h + checked_product(function, {d.kh - 1, d.dil_h});
-  const int64_t cols = d.out_w + checked_product(function, {d.kw - 1, d.dil_w});
-  require(rows >= d.out_h && cols >= d.out_w, "sizes overflow 64-bit element counts");
-  checked_product(function, {d.channels, rows, cols});
-  // Coordinates (row - pad + tap * dil) stay far from 64-bit overflow.
-  constexpr int64_t limit = int64_t(1) << 61;
-  require(d.pad_h > -limit && d.pad_h < limit && d.pad_w > -limit && d.pad_w < limit && rows < limit && cols < limit,
-          "padding or dilation overflows 64-bit coordinates");
-}
 
 template <typename T>
 void direct_conv2d(const DirectConv& d, const T* x, const T* w, T* y) {
