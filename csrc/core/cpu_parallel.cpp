@@ -41,6 +41,7 @@ inline void cpu_relax() {
 struct Job {
   const std::function<void(int64_t, int64_t)>* body;
   int64_t count, chunks;
+  int caller_cpu = -1;  // where the posting thread ran when it posted (sched_getcpu)
   std::atomic<int64_t> next{0};
   std::atomic<int> workers_inside{0};
   std::mutex failure_mutex;
@@ -64,7 +65,10 @@ struct Job {
 // may still be waiting at exit, and a fork's child gets a fresh pool (see pool()).
 class Pool {
  public:
-  explicit Pool(int workers) : workers_(workers) {}
+  explicit Pool(int workers) : workers_(workers) {
+    CPU_ZERO(&allowed_);
+    if (sched_getaffinity(0, sizeof(allowed_), &allowed_) != 0) CPU_ZERO(&allowed_);  // keep_off then does nothing
+  }
 
   // Runs job's chunks on this thread and on the workers; false (nothing run) if the pool is
   // busy with another caller's job, or this is a call from inside a job.
@@ -74,6 +78,7 @@ class Pool {
     if (!started_) start_workers();
     {
       std::lock_guard<std::mutex> lock(mutex_);
+      job.caller_cpu = sched_getcpu();
       job_ = &job;
       posted_.store(++generation_, std::memory_order_release);
       if (sleeping_ > 0) wake_.notify_all();
@@ -83,7 +88,11 @@ class Pool {
       std::lock_guard<std::mutex> lock(mutex_);
       job_ = nullptr;  // no worker joins from here on
     }
-    while (job.workers_inside.load(std::memory_order_acquire) != 0) cpu_relax();  // their last chunks
+    // Their last chunks. Yield now and then rather than only spin: a worker the scheduler put on
+    // this CPU needs it to finish.
+    for (int i = 1; job.workers_inside.load(std::memory_order_acquire) != 0; ++i) {
+      if (i % 64 == 0) sched_yield(); else cpu_relax();
+    }
     return true;
   }
 
@@ -103,6 +112,7 @@ class Pool {
 
   void work() {
     uint64_t seen = 0;
+    int kept_off = -1;  // the CPU this worker's affinity leaves out, if any
     for (;;) {
       const auto spin_until = std::chrono::steady_clock::now() + kSpin;
       for (int i = 0; posted_.load(std::memory_order_acquire) == seen; ++i) {
@@ -122,12 +132,27 @@ class Pool {
         if (job) job->workers_inside.fetch_add(1, std::memory_order_relaxed);
       }
       if (!job) continue;  // that job had ended
+      keep_off(job->caller_cpu, kept_off);
       job->run_chunks();
       job->workers_inside.fetch_sub(1, std::memory_order_release);  // job may be gone after this
     }
   }
 
+  // Linux may wake a worker on the waking caller's CPU and leave it there while another CPU
+  // idles (seen on this project's 2-vCPU machines: for tens of calls the two threads shared one
+  // CPU, each call slower than on one thread). So a worker keeps off the CPU the caller posted
+  // from: its affinity is the process's, less that CPU, changed only when the caller moves (the
+  // kernel moves a worker that is on it at once, and wakes it elsewhere from then on).
+  void keep_off(int caller_cpu, int& kept_off) {
+    if (caller_cpu < 0 || caller_cpu == kept_off || CPU_COUNT(&allowed_) < 2) return;
+    if (!CPU_ISSET(caller_cpu, &allowed_)) return;
+    cpu_set_t others = allowed_;
+    CPU_CLR(caller_cpu, &others);
+    if (sched_setaffinity(0, sizeof(others), &others) == 0) kept_off = caller_cpu;
+  }
+
   const int workers_;
+  cpu_set_t allowed_;  // the process's affinity when the pool was made
   bool started_ = false;  // guarded by run_mutex_
   std::mutex run_mutex_;  // held by the caller whose job runs
   std::mutex mutex_;      // guards job_, generation_, sleeping_

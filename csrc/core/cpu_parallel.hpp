@@ -2,6 +2,8 @@
 // thread) that the calling thread and a pool of waiting worker threads claim one at a time.
 // Workers spin briefly after each call, so back-to-back calls find them running, then sleep;
 // one caller at a time uses the pool, others (and calls from inside a chunk) run serially.
+// Workers keep off the CPU of the thread that posted the last job (their affinity leaves it out),
+// so the kernel cannot stack them onto the caller's CPU while another CPU idles.
 #pragma once
 
 #include <cstdint>

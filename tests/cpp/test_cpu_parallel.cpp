@@ -2,6 +2,7 @@
 // exceptions reach the caller and leave the pool usable; calls from inside a chunk and from
 // several threads at once (the Python bindings release the GIL) neither deadlock nor mix up.
 #include <gtest/gtest.h>
+#include <sched.h>
 
 #include <atomic>
 #include <chrono>
@@ -52,6 +53,44 @@ TEST(CpuParallel, WorkersTakeChunksOffTheCallingThread) {
     runners.insert(std::this_thread::get_id());
   });
   EXPECT_GE(runners.size(), 2u);
+}
+
+// The CPUs worker threads ran chunks on while the calling thread was held to `caller_cpu`.
+std::set<int> worker_cpus_with_caller_on(int caller_cpu) {
+  cpu_set_t before, only;
+  EXPECT_EQ(sched_getaffinity(0, sizeof(before), &before), 0);
+  CPU_ZERO(&only);
+  CPU_SET(caller_cpu, &only);
+  EXPECT_EQ(sched_setaffinity(0, sizeof(only), &only), 0);
+  std::mutex mutex;
+  std::set<int> cpus;
+  const auto caller = std::this_thread::get_id();
+  cpu::parallel_for(64, kHeavy, [&](int64_t, int64_t) {
+    std::this_thread::sleep_for(std::chrono::microseconds(300));  // long enough for a worker to join
+    if (std::this_thread::get_id() == caller) return;
+    std::lock_guard<std::mutex> lock(mutex);
+    cpus.insert(sched_getcpu());
+  });
+  EXPECT_EQ(sched_setaffinity(0, sizeof(before), &before), 0);
+  return cpus;
+}
+
+TEST(CpuParallel, WorkersKeepOffTheCallersCpu) {
+  // Linux may wake a worker on its waker's CPU and leave the two sharing it while another CPU
+  // idles; the pool's workers leave the caller's CPU out of their affinity, and follow it when
+  // the caller moves.
+  cpu_set_t allowed;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(allowed), &allowed), 0);
+  std::vector<int> cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
+  if (cpus.size() < 2 || cpu::max_threads() < 2) GTEST_SKIP() << "needs two CPUs and two threads";
+  visits(64, kHeavy);  // the pool exists (and took this process's affinity) before the caller is held
+  for (int caller_cpu : {cpus[0], cpus[1], cpus[0]}) {
+    const std::set<int> used = worker_cpus_with_caller_on(caller_cpu);
+    EXPECT_FALSE(used.empty()) << "no worker joined; caller on CPU " << caller_cpu;
+    EXPECT_EQ(used.count(caller_cpu), 0u) << "a worker ran on the caller's CPU " << caller_cpu;
+  }
 }
 
 TEST(CpuParallel, ManyCallsInARowReuseThePool) {
