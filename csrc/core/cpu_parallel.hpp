@@ -21,10 +21,10 @@ int max_threads();
 void parallel_for(int64_t count, int64_t work_per_item, const std::function<void(int64_t, int64_t)>& body);
 
 // Below this many elements of work per thread, a second thread is not worth it on shared
-// virtual CPUs. Back to back, small work gains (LeNet-1's poolx, 113 Ki elements: 28 -> 20 us on
-// two threads at a 32 Ki threshold), but bench/cpu.py's calls after a pause were erratic there:
-// LeNet-1 float32 poolx 0.03 ms on one thread, 0.14-0.16 ms on two; LeNet-2's (414 Ki) 0.10 vs
-// 0.07-0.26 ms. From ResNet's size (900 Ki) up, two threads gained in both regimes.
-constexpr int64_t kMinWorkPerThread = 1 << 18;
+// virtual CPUs (waking it costs tens of microseconds). Measured as bench/cpu.py measures, right
+// after a pause, once workers kept off the caller's CPU: LeNet-2's float64 poolx (414 Ki
+// elements) 101-114 us on two threads, 134-141 on one; LeNet-1's (113 Ki) 48-50 vs 55, within
+// noise, so it stays on one thread.
+constexpr int64_t kMinWorkPerThread = 1 << 16;
 
 }  // namespace knetcnn::cpu

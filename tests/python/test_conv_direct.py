@@ -42,8 +42,8 @@ class _Spied:
     [
         (np.float64, "conv4", True),  # 1 channel x 25 taps
         (np.float32, "conv4", True),
-        (np.float64, "conv4x", False),  # 20 x 25 = 500 > 64: im2col is faster there
-        (np.float32, "conv4x", False),
+        (np.float64, "conv4x", True),  # 20 x 25 = 500 terms: float64 takes up to 500
+        (np.float32, "conv4x", False),  # float32 only up to 64: its GEMM is twice as fast
         (np.float16, "conv4", False),  # computed in float32 through im2col's converted blocks
     ],
 )
@@ -60,7 +60,7 @@ def test_lenet_layer_one_routing(direct_calls, dtype, op, taken):
     [
         (dict(stride=2), (4, 1, 3, 3), (2, 1, 12, 12)),  # stride 2
         (dict(), (4, 1, 3, 3, 3), (2, 1, 6, 6, 6)),  # 3-D
-        (dict(padding=1), (16, 16, 3, 3), (2, 16, 8, 8)),  # 16 x 9 taps = 144 > 64, both ways
+        (dict(padding=1), (64, 64, 3, 3), (2, 64, 8, 8)),  # 64 x 9 taps = 576 > 500, both ways
     ],
 )
 def test_other_convolutions_stay_with_im2col(direct_calls, kw, w_shape, x_shape):

@@ -19,12 +19,13 @@ import numpy as np
 
 from .._core import core
 
-# The longest reduction (input channels per group x taps) sent to the direct kernel. Measured
-# against im2col + OpenBLAS (2 cores) as bench/cpu.py measures, right after a pause: LeNet-1's
-# conv4 (1 channel x 25 taps) 1.42 vs 2.11 ms in float64 and 0.75 vs 1.24 in float32; but from
-# a few hundred terms im2col won (LeNet-1 conv4x's 20 x 25: 2.53 vs 2.68 ms; LeNet-2's 500:
-# 4.2 vs 5.9; VGG's 576: 30 vs 35), although back to back the direct kernel won those too.
-MAX_REDUCTION = {np.dtype(np.float64): 64, np.dtype(np.float32): 64}
+# The longest reduction (input channels per group x taps) sent to the direct kernel, measured
+# against im2col + OpenBLAS (2 cores) as bench/cpu.py measures, right after a pause. float64:
+# LeNet-1's conv4 (1 channel x 25 taps) 0.8-1.0 vs 1.5-2.1 ms; its conv4x (20 x 25) 1.8 vs
+# 2.2-2.5 ms; LeNet-2's conv4 (500) even; VGG's conv4 (576) lost, 37-50 vs 31-38 ms, and
+# ResNet's (2304) 36 vs 26. float32, whose GEMM is twice as fast: LeNet-1's conv4 0.75 vs 1.24
+# ms, but LeNet-2's conv4x (1250) 6.6 vs 3.8.
+MAX_REDUCTION = {np.dtype(np.float64): 500, np.dtype(np.float32): 64}
 
 
 def usable(cv, reduction: int, wm: np.ndarray, data: np.ndarray) -> bool:
