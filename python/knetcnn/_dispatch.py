@@ -109,5 +109,7 @@ def run(where: str, op: str, arrays: tuple, geometry, alpha: float, stream=None)
     """Run a validated call on the backend that holds its arrays. ``stream`` only matters for
     device arrays (the CPU backend has none), so host calls ignore it."""
     if where == HOST:
-        return cpu.run(op, tuple(np.asarray(a) for a in arrays), geometry, alpha)
+        if not all(type(a) is np.ndarray for a in arrays):
+            arrays = tuple(np.asarray(a) for a in arrays)
+        return cpu.run(op, arrays, geometry, alpha)
     return _device_backend_call(op, arrays, geometry, alpha, stream)

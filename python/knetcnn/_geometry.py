@@ -92,6 +92,7 @@ def check_shape(function: str, argument: str, shape, expected, why: str) -> None
 
 
 _FLOAT32_MAX = 3.4028234663852886e38
+_ALPHA_MEMO: dict = {}  # (value, its type, nonzero, float64 arrays?) -> alpha, for ints and floats that passed
 
 
 def alpha(function: str, value, *, nonzero: bool = False, dtype: str = "float64") -> float:
@@ -99,6 +100,10 @@ def alpha(function: str, value, *, nonzero: bool = False, dtype: str = "float64"
     float arrays within float32's range (alpha and unpool's 1/alpha): cuDNN takes the scalars as
     host floats there, and the CPU backend computes in float32, so a larger value would turn into
     inf on one backend and not the other."""
+    plain = type(value) in (int, float)
+    key = (value, type(value), nonzero, dtype == "float64")
+    if plain and key in _ALPHA_MEMO:  # a training loop passes the same alpha every call
+        return _ALPHA_MEMO[key]
     a = _args.alpha_arg(function, value)
     core.check_alpha(function, a, nonzero)
     if dtype != "float64":
@@ -107,4 +112,8 @@ def alpha(function: str, value, *, nonzero: bool = False, dtype: str = "float64"
             what = "alpha and 1/alpha" if nonzero else "alpha"
             raise ValueError(f"{function}: alpha={a!r}: for {dtype} arrays {what} must be within float32's range "
                              f"(magnitude <= 3.4028235e38): cuDNN takes it as a float")
+    if plain:  # only values that passed every rule (so never NaN, which no lookup would find)
+        if len(_ALPHA_MEMO) >= _MEMO_LIMIT:
+            _ALPHA_MEMO.clear()
+        _ALPHA_MEMO[key] = a
     return a

@@ -23,3 +23,18 @@ def test_unpool_checks_one_over_alpha_too():
         knetcnn.unpool(x, alpha=0)
     with pytest.raises(ValueError, match="finite"):
         knetcnn.pool(x, alpha=float("nan"))
+
+
+def test_an_accepted_alpha_is_still_checked_under_other_rules():
+    """Accepted int and float alphas are remembered (a training loop repeats them): one accepted
+    for float64 data, or where zero is allowed, must still be refused where the rules differ."""
+    x64 = np.ones((1, 1, 4), np.float64)
+    assert knetcnn.pool(x64, alpha=3.5e38)[0, 0, 0] == 3.5e38
+    with pytest.raises(ValueError, match=r"pool: alpha=3\.5e\+38: for float32 arrays alpha must be within"):
+        knetcnn.pool(x64.astype(np.float32), alpha=3.5e38)
+    assert knetcnn.pool(x64, alpha=0)[0, 0, 0] == 0
+    with pytest.raises(ValueError, match="unpool: alpha=0: alpha must be non-zero"):
+        knetcnn.unpool(x64, alpha=0)
+    with pytest.raises(TypeError, match="alpha=True: alpha must be a real number, not bool"):
+        knetcnn.pool(x64, alpha=True)  # True == 1, which was accepted above: bools are still refused
+    assert knetcnn.pool(x64, alpha=2)[0, 0, 0] == knetcnn.pool(x64, alpha=2.0)[0, 0, 0] == 2

@@ -36,6 +36,7 @@ _OPS: dict[str, Callable] = {
 
 def run(op: str, arrays: tuple[np.ndarray, ...], geometry, alpha: float) -> np.ndarray:
     # Byte-swapped input is read in native order; results are always native.
-    arrays = tuple(a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("=")) for a in arrays)
+    if not all(a.dtype.isnative for a in arrays):
+        arrays = tuple(a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("=")) for a in arrays)
     with np.errstate(all="ignore"):
         return _OPS[op](arrays, geometry, alpha)

@@ -38,7 +38,10 @@ def _by_planes(kernel: Callable, arrays: tuple[np.ndarray, ...], result_spatial,
     """kernel(*arrays) -> (N, C, *result_spatial), each array given aligned and C-contiguous in the
     compute dtype: in one call when they already are, else in blocks of (batch, channel) planes."""
     dtype = compute_dtype(out_dtype)
-    if all(a.dtype == dtype and a.flags.c_contiguous and a.flags.aligned for a in arrays):
+    for a in arrays:
+        if not (a.dtype == dtype and a.flags.c_contiguous and a.flags.aligned):
+            break
+    else:
         return kernel(*arrays)
     n, c = arrays[0].shape[:2]
     result = np.empty((n, c) + tuple(result_spatial), dtype=out_dtype)
