@@ -10,6 +10,7 @@
 
 #include "../core/cpu_pool.hpp"
 #include "bindings.hpp"
+#include "result_arrays.hpp"
 
 namespace py = pybind11;
 
@@ -43,7 +44,7 @@ Array<T> result(const Array<T>& leading_like, const Shape& spatial) {
   std::vector<py::ssize_t> shape(spatial.begin(), spatial.end());
   shape[0] = leading_like.shape(0);
   shape[1] = leading_like.shape(1);
-  return Array<T>(shape);
+  return result_array<T>("cpu pooling result", shape);
 }
 
 template <typename T>

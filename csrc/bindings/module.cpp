@@ -10,4 +10,5 @@ PYBIND11_MODULE(_knetcnn, m) {
   knetcnn::bindings::register_dlpack(m);
   knetcnn::bindings::register_cpu_pool(m);
   knetcnn::bindings::register_cpu_conv(m);
+  knetcnn::bindings::register_results(m);
 }

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._core import core
+from . import _results
 
 # The longest reduction (input channels per group x taps) sent to the direct kernel, measured
 # against im2col + OpenBLAS (2 cores) as bench/cpu.py measures, right after a pause. float64:
@@ -60,7 +61,7 @@ def forward(wm: np.ndarray, x: np.ndarray, cv) -> np.ndarray:
     """y = conv(w', x) at stride 1, wm being alpha * w' as (G, Og, Cg*K)."""
     dtype = wm.dtype
     w = wm.reshape((cv.o, cv.cg) + (1,) * (2 - cv.d) + cv.k)
-    y = np.empty(cv.output_shape, dtype=dtype)
+    y = _results.empty(cv.output_shape, dtype)
     core.conv_direct(_planar(x, dtype), np.ascontiguousarray(w), _planar(y, dtype), cv.groups,
                      _lifted(cv, cv.pads, 0), _lifted(cv, cv.dilation, 1))  # fmt: skip
     return y
@@ -73,7 +74,7 @@ def backward_data(wm: np.ndarray, dy: np.ndarray, cv) -> np.ndarray:
     v = wm.reshape((cv.groups, cv.og, cv.cg) + cv.k)[flip].transpose(0, 2, 1, *range(3, 3 + cv.d))
     v = np.ascontiguousarray(v.reshape((cv.c, cv.og) + (1,) * (2 - cv.d) + cv.k))
     pads = [(k - 1) * d - p for k, d, p in zip(cv.k, cv.dilation, cv.pads)]
-    dx = np.empty(cv.input_shape, dtype=dtype)
+    dx = _results.empty(cv.input_shape, dtype)
     core.conv_direct(_planar(dy, dtype), v, _planar(dx, dtype), cv.groups,
                      _lifted(cv, pads, 0), _lifted(cv, cv.dilation, 1))  # fmt: skip
     return dx

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _direct
+from . import _direct, _results
 from ._conv_blocks import ConvShape
 from ._layout import compute_dtype
 from ._scratch import Scratch
@@ -50,7 +50,7 @@ def forward(w: np.ndarray, x: np.ndarray, g, alpha: float) -> np.ndarray:
     wm = _weights(w, cv, alpha, dtype)
     if _direct.usable(cv, cv.cg * cv.kp, wm, x):
         return _direct.forward(wm, x, cv)
-    y = np.empty(cv.output_shape, dtype=x.dtype)
+    y = _results.empty(cv.output_shape, x.dtype)
     with Scratch(dtype) as scratch:
         for b in cv.blocks(y.nbytes, dtype.itemsize):
             col = _columns(cv, b, scratch)
@@ -72,7 +72,7 @@ def backward_data(w: np.ndarray, dy: np.ndarray, g, alpha: float) -> np.ndarray:
     if _direct.usable(cv, cv.og * cv.kp, wm, dy):
         return _direct.backward_data(wm, dy, cv)
     wt = wm.transpose(0, 2, 1)
-    dx = np.zeros(cv.input_shape, dtype=dtype)
+    dx = _results.zeros(cv.input_shape, dtype)
     with Scratch(dtype) as scratch:
         for b in cv.blocks(dx.nbytes, dtype.itemsize):
             grouped = _gradient(cv, dy, b, dtype, scratch).reshape(cv.groups, cv.og, -1)
