@@ -21,7 +21,8 @@ pybind11::array_t<T, pybind11::array::c_style> result_array(const char* function
   std::size_t count = 1;
   for (py::ssize_t extent : shape) {
     if (extent < 0) throw py::value_error(std::string(function) + ": negative extent in the shape");
-    if (extent != 0 && count > std::numeric_limits<std::size_t>::max() / sizeof(T) / std::size_t(extent))
+    // NumPy's limit: an array's bytes must fit in a signed size.
+    if (extent != 0 && count > std::size_t(std::numeric_limits<py::ssize_t>::max()) / sizeof(T) / std::size_t(extent))
       throw py::value_error(std::string(function) + ": the array would have more bytes than memory can address");
     count *= std::size_t(extent);
   }

@@ -3,6 +3,7 @@
 #include <pthread.h>
 
 #include <cstdlib>
+#include <limits>
 #include <mutex>
 #include <new>
 #include <unordered_map>
@@ -30,7 +31,10 @@ Retained& retained() {
   return *r;
 }
 
-std::size_t rounded(std::size_t bytes) { return (bytes + kAlignment - 1) / kAlignment * kAlignment; }
+std::size_t rounded(std::size_t bytes) {
+  if (bytes > std::numeric_limits<std::size_t>::max() - kAlignment) throw std::bad_alloc();  // would wrap to a tiny block
+  return (bytes + kAlignment - 1) / kAlignment * kAlignment;
+}
 
 void* fresh(std::size_t size) {
   void* block = std::aligned_alloc(kAlignment, size == 0 ? kAlignment : size);

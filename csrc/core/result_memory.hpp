@@ -15,7 +15,8 @@ constexpr std::size_t kMinRecycledBytes = 64 << 10;
 // place of all of them (they go back to the OS).
 constexpr std::size_t kRetainedResultBytes = std::size_t(64) << 20;
 
-// `bytes` (any size, 0 too) of 64-byte-aligned memory; std::bad_alloc if there is none.
+// `bytes` (any size, 0 too) of 64-byte-aligned memory; std::bad_alloc if there is none (or
+// `bytes` is within 64 of SIZE_MAX).
 void* acquire_result_memory(std::size_t bytes);
 // Gives back what acquire_result_memory(bytes) returned; it is kept or freed.
 void release_result_memory(void* block, std::size_t bytes);

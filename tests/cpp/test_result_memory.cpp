@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <new>
 #include <set>
 #include <thread>
 #include <vector>
@@ -42,6 +44,8 @@ TEST(ResultMemory, SmallAndEmptyRequestsAreNotKept) {
   }
   EXPECT_EQ(cpu::retained_result_bytes(), before);
   cpu::release_result_memory(nullptr, kBig);  // ignored
+  // Sizes that rounding up to the alignment would wrap round to a tiny block are refused.
+  EXPECT_THROW(cpu::acquire_result_memory(std::numeric_limits<std::size_t>::max() - 10), std::bad_alloc);
   EXPECT_EQ(cpu::retained_result_bytes(), before);
 }
 

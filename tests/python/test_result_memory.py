@@ -57,6 +57,8 @@ def test_a_block_given_back_is_handed_out_again():
         core.result_empty((2, -1), np.float64)
     with pytest.raises(ValueError, match="more bytes than memory can address"):
         core.result_empty((2**40, 2**40), np.float64)
+    with pytest.raises(ValueError, match="more bytes than memory can address"):
+        core.result_empty((2**61 - 1,), np.float64)  # fits size_t, not NumPy's signed size
 
 
 @pytest.mark.parametrize("kw", [dict(stride=2), dict(padding=1)])  # im2col's col2im, the direct kernel
