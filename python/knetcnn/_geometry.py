@@ -92,18 +92,23 @@ def check_shape(function: str, argument: str, shape, expected, why: str) -> None
 
 
 _FLOAT32_MAX = 3.4028234663852886e38
-_ALPHA_MEMO: dict = {}  # (value, its type, nonzero, float64 arrays?) -> alpha, for ints and floats that passed
 
 
 def alpha(function: str, value, *, nonzero: bool = False, dtype: str = "float64") -> float:
     """alpha as a float. Finite, non-zero where unpool divides by it, and for half, bfloat16 and
     float arrays within float32's range (alpha and unpool's 1/alpha): cuDNN takes the scalars as
     host floats there, and the CPU backend computes in float32, so a larger value would turn into
-    inf on one backend and not the other."""
-    plain = type(value) in (int, float)
-    key = (value, type(value), nonzero, dtype == "float64")
-    if plain and key in _ALPHA_MEMO:  # a training loop passes the same alpha every call
-        return _ALPHA_MEMO[key]
+    inf on one backend and not the other. Memoized like the geometries (a training loop passes the
+    same alpha every call) for ints and floats, per rule set: zero allowed or not, float64 or not."""
+    def build():
+        return _checked_alpha(function, value, nonzero, dtype)
+
+    if type(value) not in (int, float):
+        return build()
+    return _memoized(("alpha", value, type(value), nonzero, dtype == "float64"), build)
+
+
+def _checked_alpha(function, value, nonzero, dtype):
     a = _args.alpha_arg(function, value)
     core.check_alpha(function, a, nonzero)
     if dtype != "float64":
@@ -112,8 +117,4 @@ def alpha(function: str, value, *, nonzero: bool = False, dtype: str = "float64"
             what = "alpha and 1/alpha" if nonzero else "alpha"
             raise ValueError(f"{function}: alpha={a!r}: for {dtype} arrays {what} must be within float32's range "
                              f"(magnitude <= 3.4028235e38): cuDNN takes it as a float")
-    if plain:  # only values that passed every rule (so never NaN, which no lookup would find)
-        if len(_ALPHA_MEMO) >= _MEMO_LIMIT:
-            _ALPHA_MEMO.clear()
-        _ALPHA_MEMO[key] = a
     return a
