@@ -9,8 +9,8 @@
 //
 // Why: when each output sums few terms (LeNet's first layer: 1 channel x 25 taps), im2col's
 // copies cost as much as the thin BLAS product. Here each output row is computed in registers
-// from x's rows, which stay in L1. (The Python layer sends it reductions of up to 64 terms; see
-// cpu/_direct.py for what was measured beyond.)
+// from x's rows, which stay in L1. (The Python layer sends it reductions of up to 500 terms in
+// float64 and 64 in float32; cpu/_direct.py has what was measured beyond.)
 #pragma once
 
 #include <cstdint>
@@ -33,5 +33,14 @@ void check_direct_conv(const char* function, const DirectConv& d);
 // need not be initialized). Items and output rows are split over parallel_for's threads.
 template <typename T>
 void direct_conv2d(const DirectConv& d, const T* x, const T* w, T* y);
+
+// The kernel's versions, by instruction set: SSE2's 16-byte vectors; AVX2's 32-byte vectors;
+// AVX-512VL's 32-byte vectors in 32 registers (room for one-output tiles that share loads across
+// rows). Each call runs the widest one the CPU has, up to a process-wide cap that lets tests run
+// every version this CPU can (cap_direct_isa is not meant to be called while convolutions run).
+enum class DirectIsa { Baseline, Avx2, Avx512 };
+DirectIsa widest_direct_isa();
+DirectIsa direct_isa();
+void cap_direct_isa(DirectIsa widest);
 
 }  // namespace knetcnn::cpu

@@ -1,15 +1,17 @@
-// The direct convolution against naive loops over its definition: random 2-D problems whose
-// widths cover every tile shape (1 to 41 columns: scalar, 16- and 32-byte vectors, tiles moved
-// back at a row's end), 1 to 9 outputs per group (tiles of 4, 2 and 1), 1 to 7 rows (pairs of
-// rows, one left over), negative and positive padding, dilation, groups and output sizes the
-// taps do not all reach; large enough problems to take several threads; and the checks that
-// refuse malformed sizes.
+// The direct convolution against naive loops over its definition, in every version this CPU
+// runs (baseline, AVX2, AVX-512VL): random 2-D problems whose widths cover every tile shape (1 to
+// 41 columns: scalar, 16- and 32-byte vectors, tiles moved back at a row's end), 1 to 9 outputs
+// per group (tiles of 4, 2 and 1), 1 to 7 rows (pairs of rows, one left over; groups of three
+// shared rows and the rows left over), negative and positive padding, dilation, groups and output
+// sizes the taps do not all reach; large enough problems to take several threads; and the checks
+// that refuse malformed sizes.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "cpu_conv_direct.hpp"
@@ -66,6 +68,19 @@ void expect_matches_naive(const DirectConv& d, std::mt19937& rng, const char* wh
   }
 }
 
+// Runs body() once under each version of the kernel this CPU has, widest last, and restores the
+// default (the widest) afterwards.
+template <typename Body>
+void for_each_isa(Body body) {
+  const cpu::DirectIsa widest = cpu::widest_direct_isa();
+  for (int isa = 0; isa <= static_cast<int>(widest); ++isa) {
+    cpu::cap_direct_isa(static_cast<cpu::DirectIsa>(isa));
+    SCOPED_TRACE("instruction set " + std::to_string(isa));
+    body();
+  }
+  cpu::cap_direct_isa(cpu::DirectIsa::Avx512);
+}
+
 DirectConv random_problem(std::mt19937& rng) {
   auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
   DirectConv d;
@@ -84,26 +99,64 @@ DirectConv random_problem(std::mt19937& rng) {
 }  // namespace
 
 TEST(CpuConvDirect, RandomProblemsMatchTheDefinitionInDouble) {
-  std::mt19937 rng(2024);
-  for (int i = 0; i < 400; ++i) expect_matches_naive<double>(random_problem(rng), rng, "double");
+  for_each_isa([] {
+    std::mt19937 rng(2024);
+    for (int i = 0; i < 400; ++i) expect_matches_naive<double>(random_problem(rng), rng, "double");
+  });
 }
 
 TEST(CpuConvDirect, RandomProblemsMatchTheDefinitionInFloat) {
-  std::mt19937 rng(2025);
-  for (int i = 0; i < 400; ++i) expect_matches_naive<float>(random_problem(rng), rng, "float");
+  for_each_isa([] {
+    std::mt19937 rng(2025);
+    for (int i = 0; i < 400; ++i) expect_matches_naive<float>(random_problem(rng), rng, "float");
+  });
+}
+
+TEST(CpuConvDirect, OneOutputTilesThatShareRows) {
+  // One output per group at row dilation 1 (AVX-512VL's shared-rows tiles): 3 to 11 rows (whole
+  // groups of three and one or two rows left over), kernels of 2 to 6 rows, padding that leaves
+  // the first and last groups with few input rows inside x or none (out_h beyond what the taps
+  // reach), and 5 outputs (a tile of 4 and one of 1). 16 items, so that each task holds all of
+  // an item's rows (with fewer items, tasks split items into blocks of rows, down to one).
+  for_each_isa([] {
+    std::mt19937 rng(31);
+    for (int64_t out_h = 3; out_h <= 11; ++out_h)
+      for (int64_t kh = 2; kh <= 6; ++kh)
+        for (int64_t pad : {int64_t(-1), int64_t(0), kh - 1, kh + 2}) {
+          DirectConv d;
+          d.items = 16, d.channels = 2, d.height = 6, d.width = 30;
+          d.outputs = (kh % 2) ? 5 : 2, d.groups = (kh % 2) ? 1 : 2;
+          d.kh = kh, d.kw = 3, d.pad_h = pad, d.pad_w = 1, d.out_h = out_h, d.out_w = 28;
+          expect_matches_naive<double>(d, rng, "one output, double");
+          expect_matches_naive<float>(d, rng, "one output, float");
+        }
+  });
+}
+
+TEST(CpuConvDirect, TheVersionCapIsObeyed) {
+  const cpu::DirectIsa widest = cpu::widest_direct_isa();
+  EXPECT_EQ(cpu::direct_isa(), widest);
+  cpu::cap_direct_isa(cpu::DirectIsa::Baseline);
+  EXPECT_EQ(cpu::direct_isa(), cpu::DirectIsa::Baseline);
+  cpu::cap_direct_isa(cpu::DirectIsa::Avx512);
+  EXPECT_EQ(cpu::direct_isa(), widest);
 }
 
 TEST(CpuConvDirect, EveryWidthAndOutputCountOfOneRow) {
-  // One row, every width to 41 and 1 to 9 outputs: each tile width and the moved-back last tile.
-  std::mt19937 rng(7);
-  for (int64_t width = 1; width <= 41; ++width)
-    for (int64_t outputs = 1; outputs <= 9; ++outputs) {
-      DirectConv d;
-      d.items = 1, d.channels = 2, d.height = 3, d.width = width + 2;
-      d.outputs = outputs, d.kh = 3, d.kw = 3, d.out_h = 1, d.out_w = width;
-      expect_matches_naive<double>(d, rng, "one row, double");
-      expect_matches_naive<float>(d, rng, "one row, float");
-    }
+  // One row (and three, for shared-rows tiles), every width to 41 and 1 to 9 outputs: each tile
+  // width and the moved-back last tile.
+  for_each_isa([] {
+    std::mt19937 rng(7);
+    for (int64_t rows : {1, 3})
+      for (int64_t width = 1; width <= 41; ++width)
+        for (int64_t outputs = 1; outputs <= 9; ++outputs) {
+          DirectConv d;
+          d.items = 1, d.channels = 2, d.height = rows + 2, d.width = width + 2;
+          d.outputs = outputs, d.kh = 3, d.kw = 3, d.out_h = rows, d.out_w = width;
+          expect_matches_naive<double>(d, rng, "rows of every width, double");
+          expect_matches_naive<float>(d, rng, "rows of every width, float");
+        }
+  });
 }
 
 TEST(CpuConvDirect, LeNetSizedProblemsOnSeveralThreads) {
@@ -113,12 +166,15 @@ TEST(CpuConvDirect, LeNetSizedProblemsOnSeveralThreads) {
   DirectConv forward;
   forward.items = 16, forward.channels = 1, forward.height = 28, forward.width = 28;
   forward.outputs = 20, forward.kh = forward.kw = 5, forward.out_h = forward.out_w = 24;
-  expect_matches_naive<double>(forward, rng, "LeNet conv4");
   DirectConv backward;
   backward.items = 16, backward.channels = 20, backward.height = 24, backward.width = 24;
   backward.outputs = 1, backward.kh = backward.kw = 5, backward.pad_h = backward.pad_w = 4;
   backward.out_h = backward.out_w = 28;
-  expect_matches_naive<float>(backward, rng, "LeNet conv4x");
+  for_each_isa([&] {
+    expect_matches_naive<double>(forward, rng, "LeNet conv4");
+    expect_matches_naive<float>(backward, rng, "LeNet conv4x");
+    expect_matches_naive<double>(backward, rng, "LeNet conv4x");
+  });
 }
 
 TEST(CpuConvDirect, EmptyProblemsWriteNothingOrZeros) {
