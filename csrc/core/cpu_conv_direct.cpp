@@ -164,8 +164,8 @@ template <typename T, int Bytes, int RB, int NV, int Lo = 0, int Hi = 1>
 // rows r - a for every tap a: each vector is loaded once per input row and column tap and feeds
 // up to RB rows' FMAs (about 0.6 loads per FMA for LeNet's 5 x 5 taps, against tile()'s one
 // load per FMA, which held one output's tiles to 13 GFMA/s a thread where four-output tiles
-// reached 18 on this Zen 4). Input rows
-// [r_begin, r_end) of the kh + RB - 1 that the tile reads are inside x; the others add nothing.
+// reached 18 on this Zen 4). Input rows [r_begin, r_end) of the kh + RB - 1 that the tile reads
+// are inside x; the others add nothing.
 template <typename T, int Bytes, int RB, int NV>
 [[gnu::always_inline]] inline void shared_rows_tile(const TileArgs<T>& t, int64_t r_begin, int64_t r_end) {
   using V = typename Lanes<T, Bytes>::V;
