@@ -27,6 +27,17 @@ def _as_int(function: str, name: str, value, whole) -> int:
 _PER_AXIS = {"padding", "stride", "dilation", "window", "output_padding"}
 
 
+def plain(*values) -> bool:
+    """Whether every value is a Python int, None or a tuple of Python ints: spellings whose
+    equality and hash say all there is to know of them, so they may key a memo. Others may compare
+    equal and still differ (a NumPy integer, a bool, which is refused, a list, which is unhashable)."""
+    for v in values:
+        t = type(v)
+        if not (t is int or v is None or (t is tuple and all(type(i) is int for i in v))):
+            return False
+    return True
+
+
 def axis_arg(function: str, name: str, value) -> int | tuple[int, ...]:
     """An int for every spatial axis, or a sequence of ints (one per axis), as ints."""
     if hasattr(type(value), "__index__") and not isinstance(value, bool) and getattr(value, "ndim", 0) == 0:

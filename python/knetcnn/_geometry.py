@@ -18,14 +18,6 @@ _MEMO: dict = {}
 _MEMO_LIMIT = 512
 
 
-def _plain(*values) -> bool:
-    for v in values:
-        t = type(v)
-        if not (t is int or v is None or (t is tuple and all(type(i) is int for i in v))):
-            return False
-    return True
-
-
 def _memoized(key, build):
     g = _MEMO.get(key)
     if g is None:
@@ -42,7 +34,7 @@ def conv(function: str, w_shape, x_shape, *, padding, stride, dilation, mode, gr
         return _conv(function, w_shape, x_shape, padding=padding, stride=stride, dilation=dilation, mode=mode,
                      group=group, transposed=transposed, output_padding=output_padding)
 
-    if not _plain(w_shape, x_shape, padding, stride, dilation, mode, group, output_padding):
+    if not _args.plain(w_shape, x_shape, padding, stride, dilation, mode, group, output_padding):
         return build()
     return _memoized((function, w_shape, x_shape, padding, stride, dilation, mode, group, transposed, output_padding), build)
 
@@ -67,7 +59,7 @@ def pool(function: str, x_shape, *, window, padding, stride, mode, maxpoolingNan
         return _pool(function, x_shape, window=window, padding=padding, stride=stride, mode=mode,
                      maxpoolingNanOpt=maxpoolingNanOpt, transposed=transposed)
 
-    if not _plain(x_shape, window, padding, stride, mode, maxpoolingNanOpt):
+    if not _args.plain(x_shape, window, padding, stride, mode, maxpoolingNanOpt):
         return build()
     return _memoized((function, x_shape, window, padding, stride, mode, maxpoolingNanOpt, transposed), build)
 

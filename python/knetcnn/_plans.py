@@ -22,18 +22,12 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from . import _args
+
 _HOST_DTYPES = frozenset(np.dtype(d) for d in ("float16", "float32", "float64"))
 
 _PLANS: dict[tuple, Callable[[tuple], np.ndarray]] = {}
 _PLANS_LIMIT = 512  # a few signatures per layer; forgotten all at once past this (like the geometry memo)
-
-
-def _plain(values: tuple) -> bool:
-    for v in values:
-        t = type(v)
-        if not (t is int or v is None or (t is tuple and all(type(i) is int for i in v))):
-            return False
-    return True
 
 
 def key(op: str, arrays: tuple, keywords: tuple, alpha) -> Optional[tuple]:
@@ -47,7 +41,7 @@ def key(op: str, arrays: tuple, keywords: tuple, alpha) -> Optional[tuple]:
     for a in arrays[1:]:
         if a.dtype != dtype:
             return None
-    if type(alpha) not in (int, float) or not _plain(keywords):
+    if type(alpha) not in (int, float) or not _args.plain(*keywords):
         return None
     return (op, dtype, tuple(a.shape for a in arrays), keywords, alpha, type(alpha))
 
