@@ -5,6 +5,8 @@ inputs the kernels cannot read in place (float16, non-contiguous, misaligned) go
 converted copy of just the rows a block reads; non-finite values stay where the formula puts them;
 the kernels' own arguments are checked before any memory is touched."""
 
+import functools
+
 import numpy as np
 import pytest
 from numpy.lib.stride_tricks import as_strided
@@ -44,6 +46,42 @@ def test_small_blocks_give_the_result_of_one_block(monkeypatch, d):
     use_tiny_blocks(monkeypatch)
     for got, expect in zip(_three_ops(w, x, dy, kw), whole):
         np.testing.assert_allclose(got, expect, rtol=1e-12, atol=1e-12)
+
+
+@functools.lru_cache(maxsize=None)
+def _many_output_filter_cases():
+    """conv4w problems with more than THIN_OUTPUTS outputs per group (so their products are not
+    cut into pieces), with the loop reference's dw, computed once."""
+    rng = np.random.default_rng(83)
+    cases = []
+    for w_shape, x_shape, kw in [
+        ((9, 24, 5, 5), (2, 24, 7, 6), dict(padding=1, mode=0, alpha=0.5)),  # 9 x 600 outputs
+        ((16, 20, 3, 3, 3), (1, 40, 4, 5, 4), dict(group=2, stride=(1, 2, 1))),  # 8 x 540 per group
+        ((5, 120, 7), (2, 120, 20), dict(dilation=2, mode=1, alpha=-1.0)),  # 1-D: 5 x 840
+    ]:
+        w, x = rng.standard_normal(w_shape), rng.standard_normal(x_shape)
+        dy = rng.standard_normal(reference.conv4(w, x, **kw).shape)
+        cases.append((w, x, dy, kw, reference.conv4w(w, x, dy, **kw)))
+    return cases
+
+
+@pytest.mark.parametrize("orientation", ["filters first", "transposed"])
+@pytest.mark.parametrize("blocks", ["whole", "tiny"])
+def test_backward_filter_products_in_either_orientation_match_reference(monkeypatch, orientation, blocks):
+    """conv4w's product runs as (Og, columns) @ (columns, Cg*K), or transposed (float32, few
+    filters); both orientations, summed over blocks, give the loop reference's dw."""
+    from knetcnn.cpu import conv
+
+    monkeypatch.setattr(conv, "TRANSPOSED_BELOW_FILTERS", 0 if orientation == "filters first" else 1 << 30)
+    if blocks == "tiny":
+        use_tiny_blocks(monkeypatch)
+    for w, x, dy, kw, expect in _many_output_filter_cases():
+        assert w.shape[0] // kw.get("group", 1) * np.prod(w.shape[1:]) > conv.THIN_OUTPUTS
+        for dtype in ("float64", "float32"):
+            got = knetcnn.conv4w(w.astype(dtype), x.astype(dtype), dy.astype(dtype), **kw)
+            tol = 1e-10 if dtype == "float64" else 2e-4
+            np.testing.assert_allclose(got, expect, rtol=tol, atol=tol * np.abs(expect).max(), err_msg=f"{w.shape} {kw} {dtype}")
+            assert got.dtype == dtype and got.flags.c_contiguous
 
 
 def _strided_conv_config(rng):
