@@ -89,7 +89,8 @@ PIECE = 1024
 
 # In float32, with fewer filters than this, backward-filter's product runs faster transposed, as
 # (Cg*K, columns) @ (columns, Og): OpenBLAS's sgemm serves a short first side poorly. Whole conv4w
-# calls, interleaved A/B: VGG (64 filters), AlexNet (96) and LeNet-2 (50) 0.82-0.84 of the time.
+# calls, interleaved A/B in two runs: VGG (64 filters) 0.82 (and a noisy 0.42), AlexNet (96) 0.84
+# and 0.93, LeNet-2 (50) 0.84 and 1.00 of the time.
 # Not in float64: AlexNet 1.05-1.07, VGG 1.02-1.06, LeNet-2 0.70 and 1.02 in two runs; nor with
 # ResNet's 256 filters (the product alone: float64 6-10% slower, float32 3-7% faster).
 TRANSPOSED_BELOW_FILTERS = 128
