@@ -12,6 +12,7 @@ and no NumPy floating-point warnings are raised.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import numpy as np
@@ -29,7 +30,7 @@ _OPS: dict[str, Callable] = {
     "deconv4x": lambda a, g, alpha: conv.forward(a[0], a[2], g, alpha),
 }
 _POOL_OPS = ("pool", "poolx", "unpool", "unpoolx")
-_OPS.update({op: (lambda a, g, alpha, op=op: pool.run(op, a, g, alpha)) for op in _POOL_OPS})
+_OPS.update({op: functools.partial(pool.run, op) for op in _POOL_OPS})
 _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
