@@ -54,8 +54,7 @@ def planned(op: str, geometry, alpha: float, dtype: np.dtype) -> Callable[[tuple
     def run_planned(arrays: tuple) -> np.ndarray:
         inputs = tuple(arrays[i] for i in kernel.inputs)
         for a in inputs:
-            flags = a.flags
-            if not (flags.c_contiguous and flags.aligned):
+            if not pool.ready(a, dtype):
                 return run(op, arrays, geometry, alpha)
         return kernel.call(*inputs)
 

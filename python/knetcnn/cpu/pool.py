@@ -34,14 +34,19 @@ from . import _chunks
 from ._layout import compute_dtype
 
 
+def ready(a: np.ndarray, dtype: np.dtype) -> bool:
+    """Whether the kernels can take `a` as it is: `dtype`, C-contiguous and aligned."""
+    if a.dtype != dtype:
+        return False
+    flags = a.flags
+    return flags.c_contiguous and flags.aligned
+
+
 def _by_planes(kernel: Callable, arrays: tuple[np.ndarray, ...], result_spatial, out_dtype) -> np.ndarray:
     """kernel(*arrays) -> (N, C, *result_spatial), each array given aligned and C-contiguous in the
     compute dtype: in one call when they already are, else in blocks of (batch, channel) planes."""
     dtype = compute_dtype(out_dtype)
-    for a in arrays:
-        if not (a.dtype == dtype and a.flags.c_contiguous and a.flags.aligned):
-            break
-    else:
+    if all(ready(a, dtype) for a in arrays):
         return kernel(*arrays)
     n, c = arrays[0].shape[:2]
     result = np.empty((n, c) + tuple(result_spatial), dtype=out_dtype)
