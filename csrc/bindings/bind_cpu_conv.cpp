@@ -12,6 +12,7 @@
 #include "../core/cpu_conv_direct.hpp"
 #include "../core/errors.hpp"
 #include "bindings.hpp"
+#include "cpu_array_checks.hpp"
 
 namespace py = pybind11;
 
@@ -20,10 +21,6 @@ namespace {
 
 using cpu::Axes3;
 using cpu::ConvWindow;
-
-void require(bool ok, const std::string& function, const std::string& what) {
-  if (!ok) throw value_error(function + ": " + what);
-}
 
 // A 5-D array of element type T as a core Volume (element strides); ValueError where it cannot be.
 template <typename T>
@@ -77,25 +74,13 @@ void run_col2im(const py::array& col, const py::array& dx, const ConvWindow& w, 
   cpu::col2im<T>(in, w, volume, parallel);
 }
 
-// A C-contiguous, aligned 4-D array of element type T (TypeError for another dtype).
-template <typename T>
-void check_plain_4d(const std::string& function, const char* argument, const py::array& a) {
-  if (!py::isinstance<py::array_t<T>>(a))
-    throw ArgumentError(ArgumentError::Kind::Type, function + ": " + argument + " must have x's dtype, got " +
-                                                       py::str(a.dtype()).cast<std::string>());
-  require(a.ndim() == 4, function, std::string(argument) + " must be 4-D, got " + std::to_string(a.ndim()) + "-D");
-  require((a.flags() & py::array::c_style) != 0, function, std::string(argument) + " must be C-contiguous");
-  require(reinterpret_cast<std::uintptr_t>(a.data()) % alignof(T) == 0, function,
-          std::string(argument) + " must be aligned to its element size");
-}
-
 template <typename T>
 void run_conv_direct(const py::array& x, const py::array& w, const py::array& y, int64_t groups,
                      const std::array<int64_t, 2>& padding, const std::array<int64_t, 2>& dilation) {
   const std::string function = "conv_direct";
-  check_plain_4d<T>(function, "x", x);
-  check_plain_4d<T>(function, "w", w);
-  check_plain_4d<T>(function, "y", y);
+  check_plain<T>(function, "x", x, 4);
+  check_plain<T>(function, "w", w, 4);
+  check_plain<T>(function, "y", y, 4);
   require(y.writeable(), function, "y must be writeable");
   cpu::DirectConv d;
   d.items = x.shape(0), d.channels = x.shape(1), d.height = x.shape(2), d.width = x.shape(3);
@@ -117,17 +102,6 @@ void run_conv_direct(const py::array& x, const py::array& w, const py::array& y,
 ConvWindow window(const Axes3& kernel, const Axes3& stride, const Axes3& dilation, const Axes3& padding,
                   const Axes3& origin, const Axes3& out_begin, const Axes3& out_end) {
   return ConvWindow{kernel, stride, dilation, padding, origin, out_begin, out_end};
-}
-
-// run(T{}) with T the element type of `a`, float64 or float32; a TypeError naming the function and
-// argument for any other dtype.
-template <typename Run>
-void by_float_type(const char* function, const char* argument, const py::array& a, Run&& run) {
-  if (py::isinstance<py::array_t<double>>(a)) return run(double{});
-  if (py::isinstance<py::array_t<float>>(a)) return run(float{});
-  throw ArgumentError(ArgumentError::Kind::Type, std::string(function) + ": " + argument +
-                                                     " must be float32 or float64, got " +
-                                                     py::str(a.dtype()).cast<std::string>());
 }
 
 }  // namespace

@@ -13,6 +13,7 @@ void register_exec(pybind11::module_& m);
 void register_dlpack(pybind11::module_& m);
 void register_cpu_pool(pybind11::module_& m);
 void register_cpu_conv(pybind11::module_& m);
+void register_cpu_winograd(pybind11::module_& m);
 void register_results(pybind11::module_& m);
 
 }  // namespace knetcnn::bindings

@@ -10,5 +10,6 @@ PYBIND11_MODULE(_knetcnn, m) {
   knetcnn::bindings::register_dlpack(m);
   knetcnn::bindings::register_cpu_pool(m);
   knetcnn::bindings::register_cpu_conv(m);
+  knetcnn::bindings::register_cpu_winograd(m);
   knetcnn::bindings::register_results(m);
 }

@@ -7,7 +7,8 @@ here, so deconv4's output_padding (an input larger than conv4 would need) just w
 kernel position reaches stay zero.
 
 Stride-1 1-D and 2-D convolutions with short reductions go to the direct kernel instead
-(_direct.py): no columns, no BLAS.
+(_direct.py): no columns, no BLAS. Stride-1, undilated 3x3 2-D convolutions with many channels
+go to Winograd F(2x2, 3x3) (_winograd.py): 16 smaller GEMMs with 2.25x fewer multiply-adds.
 
 The only Python loop runs over blocks (see _conv_blocks). For each block the compiled im2col
 gathers `col[c, k, n, *y] = xpad[n, c, y*s + k*dil]`, then `(G, Og, Cg*K) @ (G, Cg*K, n*Y)` runs
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _direct, _results
+from . import _direct, _results, _winograd
 from ._conv_blocks import ConvShape
 from ._layout import compute_dtype
 from ._scratch import Scratch
@@ -50,6 +51,8 @@ def forward(w: np.ndarray, x: np.ndarray, g, alpha: float) -> np.ndarray:
     wm = _weights(w, cv, alpha, dtype)
     if _direct.usable(cv, cv.cg * cv.kp, wm, x):
         return _direct.forward(wm, x, cv)
+    if _winograd.usable(cv, x, dtype) and _winograd.in_range(wm, x, cv.cg * cv.kp, _winograd.GROWTH_FORWARD):
+        return _winograd.forward(wm, x, cv)
     y = _results.empty(cv.output_shape, x.dtype)
     with Scratch(dtype) as scratch:
         for b in cv.blocks(y.nbytes, dtype.itemsize):
@@ -71,6 +74,8 @@ def backward_data(w: np.ndarray, dy: np.ndarray, g, alpha: float) -> np.ndarray:
     wm = _weights(w, cv, alpha, dtype)
     if _direct.usable(cv, cv.og * cv.kp, wm, dy):
         return _direct.backward_data(wm, dy, cv)
+    if _winograd.usable(cv, dy, dtype) and _winograd.in_range(wm, dy, cv.og * cv.kp, _winograd.GROWTH_FORWARD):
+        return _winograd.backward_data(wm, dy, cv)
     wt = wm.transpose(0, 2, 1)
     dx = _results.zeros(cv.input_shape, dtype)
     with Scratch(dtype) as scratch:
@@ -118,6 +123,12 @@ def backward_filter(x: np.ndarray, dy: np.ndarray, g, alpha: float) -> np.ndarra
     """dw = alpha * sum_n dy (x) columns, in w's stored orientation: conv4w, and deconv4w (x = dy)."""
     cv = ConvShape(g)
     dtype = compute_dtype(x.dtype)
+    if (
+        _winograd.usable(cv, x, dtype)
+        and dy.dtype == dtype
+        and _winograd.in_range(x, dy, _winograd.filter_terms(cv), _winograd.GROWTH_FILTER)
+    ):
+        return _finished_filter_gradient(_winograd.backward_filter(x, dy, cv, _add_product_nt), cv, alpha, x.dtype)
     # Sums (G, Og, Cg*K), or its transpose (G, Cg*K, Og) where that product is faster.
     transposed = dtype == np.float32 and cv.og < TRANSPOSED_BELOW_FILTERS and cv.og * cv.cg * cv.kp > THIN_OUTPUTS
     sums = np.zeros((cv.groups, cv.cg * cv.kp, cv.og) if transposed else (cv.groups, cv.og, cv.cg * cv.kp), dtype=dtype)
@@ -132,7 +143,12 @@ def backward_filter(x: np.ndarray, dy: np.ndarray, g, alpha: float) -> np.ndarra
                 _add_product_nt(sums, grouped_col, grouped, product)
             else:
                 _add_product_nt(sums, grouped, grouped_col, product)
-    dw = (sums.transpose(0, 2, 1) if transposed else sums).reshape(cv.filter_shape)  # a view either way
+    return _finished_filter_gradient(sums.transpose(0, 2, 1) if transposed else sums, cv, alpha, x.dtype)
+
+
+def _finished_filter_gradient(sums: np.ndarray, cv: ConvShape, alpha: float, dtype: np.dtype) -> np.ndarray:
+    """dw from the cross-correlation sums (G, Og, Cg*K): in w's shape, flipped for mode 0, times alpha."""
+    dw = sums.reshape(cv.filter_shape)
     if cv.mode == 0:
         dw = dw[(slice(None), slice(None)) + (slice(None, None, -1),) * cv.d]
-    return np.multiply(dw, alpha, dtype=dtype, order="C").astype(x.dtype, copy=False)
+    return np.multiply(dw, alpha, dtype=sums.dtype, order="C").astype(dtype, copy=False)
