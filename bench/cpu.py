@@ -1,7 +1,7 @@
 """CPU benchmark: knetcnn's NumPy backend against PyTorch CPU, measured in the same run.
 
 Times conv4, conv4x, conv4w, pool and poolx on LeNet, VGG, ResNet and AlexNet-stem shapes in
-float32 and float64 (medians over rounds of repetitions) and prints ours/torch ratios (the
+float32 and float64 (medians over rounds of samples; a sample repeats a short call to 2 ms) and prints ours/torch ratios (the
 median over rounds of each round's ratio of medians). conv4 runs
 with mode=1, PyTorch's cross-correlation; conv4x is compared with torch.nn.grad.conv2d_input,
 conv4w with conv2d_weight; pool is a 2x2 max pool of the conv input, and poolx is compared with
@@ -75,32 +75,55 @@ def wait_for_quiet(max_wait: float = 20.0) -> None:
         time.sleep(0.5)
 
 
+SAMPLE = 2e-3  # seconds: a sample repeats a short call until it takes at least this long
+
+
+def calls_per_sample(fn) -> int:
+    """How many back-to-back calls of fn make one sample of at least SAMPLE seconds (timeit's
+    autorange idea): a 20 us pooling call timed alone is mostly timer and cache noise."""
+    t0 = time.perf_counter()
+    fn()
+    once = time.perf_counter() - t0
+    return max(1, min(1000, int(SAMPLE / max(once, 1e-9)) + 1))
+
+
+def _block(fn, number: int, reps: int) -> list[float]:
+    """Seconds per call of `reps` samples of `number` calls, after a pause and a warm-up call."""
+    time.sleep(PAUSE)
+    fn()
+    run = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        run.append((time.perf_counter() - t0) / number)
+    return run
+
+
 def timed(*fns, reps: int, rounds: int) -> tuple[list[float], float]:
-    """Median seconds of each fn() over `rounds` rounds of `reps` runs, and the median over
-    rounds of the first function's time relative to the second's.
+    """Median seconds per call of each fn() over `rounds` rounds of `reps` samples, and the median
+    over rounds of the first function's time relative to the second's.
 
     Each round runs every function in its own block, after a pause long enough for the other
     library's idle worker threads to stop spinning (OpenBLAS's spin for ~0.1 s after a call;
     without the pause a library measured right after the other one runs several times slower)
-    and a warm-up call. Ratios are taken
+    and a warm-up call. The blocks' order turns every round, so neither side always runs first
+    (on a warm or a cold cache, early or late in a burst of outside load). Ratios are taken
     within a round, so that load arriving from outside (other virtual machines on the same
     cores, invisible from here) tends to fall on both sides of a ratio.
     """
+    numbers = [calls_per_sample(fn) for fn in fns]
     times: list[list[float]] = [[] for _ in fns]
     ratios = []
-    for _ in range(rounds):
+    for r in range(rounds):
         wait_for_quiet()
-        medians = []
-        for fn, t in zip(fns, times):
-            time.sleep(PAUSE)
-            fn()
-            run = []
-            for _ in range(reps):
-                t0 = time.perf_counter()
-                fn()
-                run.append(time.perf_counter() - t0)
-            t.extend(run)
-            medians.append(statistics.median(run))
+        order = list(range(len(fns)))
+        order = order[r % len(order) :] + order[: r % len(order)]
+        medians = [0.0] * len(fns)
+        for i in order:
+            run = _block(fns[i], numbers[i], reps)
+            times[i].extend(run)
+            medians[i] = statistics.median(run)
         if len(fns) > 1:
             ratios.append(medians[0] / medians[1])
     return [statistics.median(t) for t in times], (statistics.median(ratios) if ratios else float("nan"))
@@ -142,8 +165,8 @@ def _torch_pool_step(tx, tdyp):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reps", type=int, default=3, help="timed runs per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=3, help="timed samples per round")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds; the blocks' order turns each round")
     parser.add_argument("--dtype", choices=["float32", "float64"], action="append")
     parser.add_argument("--only", action="append", help="shape names to run (default: all)")
     parser.add_argument("--ops", action="append", help="ops to run (default: all)")

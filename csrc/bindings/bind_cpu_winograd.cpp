@@ -38,7 +38,8 @@ void check_points(const std::string& function, const char* argument, const py::a
 }
 
 template <typename T>
-void run_input(const py::array& x, const py::array& v, int64_t tiles_h, int64_t tiles_w, int64_t top, int64_t left) {
+void run_input(const py::array& x, const py::array& v, int64_t tiles_h, int64_t tiles_w, int64_t top, int64_t left,
+               bool parallel) {
   const std::string function = "winograd_input";
   check_plain<T>(function, "x", x, 4);
   const WinogradTiles t = tiles_over(x, tiles_h, tiles_w, top, left);
@@ -47,11 +48,11 @@ void run_input(const py::array& x, const py::array& v, int64_t tiles_h, int64_t 
   const T* in = static_cast<const T*>(x.data());
   T* out = static_cast<T*>(const_cast<void*>(v.data()));
   py::gil_scoped_release release;
-  cpu::winograd_input<T>(in, t, out);
+  cpu::winograd_input<T>(in, t, out, parallel);
 }
 
 template <typename T>
-void run_output(const py::array& m, const py::array& y) {
+void run_output(const py::array& m, const py::array& y, bool parallel) {
   const std::string function = "winograd_output";
   check_plain<T>(function, "y", y, 4);
   require(y.writeable(), function, "y must be writeable");
@@ -60,11 +61,11 @@ void run_output(const py::array& m, const py::array& y) {
   const T* in = static_cast<const T*>(m.data());
   T* out = static_cast<T*>(const_cast<void*>(y.data()));
   py::gil_scoped_release release;
-  cpu::winograd_output<T>(in, t, out);
+  cpu::winograd_output<T>(in, t, out, parallel);
 }
 
 template <typename T>
-void run_gradient(const py::array& dy, const py::array& g) {
+void run_gradient(const py::array& dy, const py::array& g, bool parallel) {
   const std::string function = "winograd_gradient";
   check_plain<T>(function, "dy", dy, 4);
   const WinogradTiles t = tiles_over(dy, (dy.shape(2) + 1) / 2, (dy.shape(3) + 1) / 2, 0, 0);
@@ -73,7 +74,7 @@ void run_gradient(const py::array& dy, const py::array& g) {
   const T* in = static_cast<const T*>(dy.data());
   T* out = static_cast<T*>(const_cast<void*>(g.data()));
   py::gil_scoped_release release;
-  cpu::winograd_gradient<T>(in, t, out);
+  cpu::winograd_gradient<T>(in, t, out, parallel);
 }
 
 }  // namespace
@@ -81,30 +82,31 @@ void run_gradient(const py::array& dy, const py::array& g) {
 void register_cpu_winograd(py::module_& m) {
   m.def(
       "winograd_input",
-      [](const py::array& x, const py::array& v, int64_t tiles_h, int64_t tiles_w, int64_t top, int64_t left) {
+      [](const py::array& x, const py::array& v, int64_t tiles_h, int64_t tiles_w, int64_t top, int64_t left,
+         bool parallel) {
         by_float_type("winograd_input", "x", x,
-                      [&](auto t) { run_input<decltype(t)>(x, v, tiles_h, tiles_w, top, left); });
+                      [&](auto t) { run_input<decltype(t)>(x, v, tiles_h, tiles_w, top, left, parallel); });
       },
       "v[p, c, (n, i, j)] = (B^T d B)[p // 4, p % 4] of the 4x4 tile d of x[n, c] at (2i - top, 2j - left), "
       "0 outside x: Winograd F(2x2, 3x3)'s input transform (x 4-D C-contiguous, v (16, C, N*tiles_h*tiles_w))",
       py::arg("x").noconvert(), py::arg("v").noconvert(), py::arg("tiles_h"), py::arg("tiles_w"), py::arg("top"),
-      py::arg("left"));
+      py::arg("left"), py::arg("parallel"));
   m.def(
       "winograd_output",
-      [](const py::array& m, const py::array& y) {
-        by_float_type("winograd_output", "y", y, [&](auto t) { run_output<decltype(t)>(m, y); });
+      [](const py::array& m, const py::array& y, bool parallel) {
+        by_float_type("winograd_output", "y", y, [&](auto t) { run_output<decltype(t)>(m, y, parallel); });
       },
       "y[n, c, 2i:2i+2, 2j:2j+2] = A^T m A (cropped to y) with m[p // 4, p % 4] = m_points[p, c, (n, i, j)]: "
       "Winograd F(2x2, 3x3)'s output transform (y overwritten)",
-      py::arg("m").noconvert(), py::arg("y").noconvert());
+      py::arg("m").noconvert(), py::arg("y").noconvert(), py::arg("parallel"));
   m.def(
       "winograd_gradient",
-      [](const py::array& dy, const py::array& g) {
-        by_float_type("winograd_gradient", "dy", dy, [&](auto t) { run_gradient<decltype(t)>(dy, g); });
+      [](const py::array& dy, const py::array& g, bool parallel) {
+        by_float_type("winograd_gradient", "dy", dy, [&](auto t) { run_gradient<decltype(t)>(dy, g, parallel); });
       },
       "g[p, c, (n, i, j)] = (A e A^T)[p // 4, p % 4] of the 2x2 tile e of dy[n, c] at (2i, 2j), 0 outside dy: "
       "the gradient transform of Winograd F(2x2, 3x3)'s backward filter",
-      py::arg("dy").noconvert(), py::arg("g").noconvert());
+      py::arg("dy").noconvert(), py::arg("g").noconvert(), py::arg("parallel"));
 }
 
 }  // namespace knetcnn::bindings

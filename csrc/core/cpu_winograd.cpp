@@ -28,15 +28,18 @@ void padded_row(const T* row, int64_t width, int64_t first, int64_t n, T* out) {
   std::fill(out + hi, out + n, T(0));
 }
 
-// Runs plane(n, c, scratch) for every (item, channel) on parallel_for's threads; scratch holds
-// `scratch_size` elements, one buffer per thread's range.
+// Runs plane(n, c, scratch) for every (item, channel), on parallel_for's threads if `parallel`;
+// scratch holds `scratch_size` elements, one buffer per range of planes.
 template <typename T, typename Plane>
-void by_planes(const WinogradTiles& t, int64_t scratch_size, const Plane& plane) {
-  const int64_t work = std::max<int64_t>(1, t.height * t.width) * 4;
-  parallel_for(t.items * t.channels, work, [&](int64_t begin, int64_t end) {
+void by_planes(const WinogradTiles& t, int64_t scratch_size, bool parallel, const Plane& plane) {
+  const auto planes = [&](int64_t begin, int64_t end) {
     std::vector<T> scratch(scratch_size);
     for (int64_t task = begin; task < end; ++task) plane(task / t.channels, task % t.channels, scratch.data());
-  });
+  };
+  if (parallel)
+    parallel_for(t.items * t.channels, std::max<int64_t>(1, t.height * t.width) * 4, planes);
+  else
+    planes(0, t.items * t.channels);
 }
 
 }  // namespace
@@ -64,10 +67,10 @@ int64_t winograd_tile_count(const char* function, const WinogradTiles& t, bool c
 }
 
 template <typename T>
-void winograd_input(const T* x, const WinogradTiles& t, T* v) {
+void winograd_input(const T* x, const WinogradTiles& t, T* v, bool parallel) {
   const int64_t tiles = t.items * t.tiles_h * t.tiles_w, point_step = t.channels * tiles;
   const int64_t len = 2 * t.tiles_w + 2;  // the columns a row of tiles reads
-  by_planes<T>(t, 8 * len, [&](int64_t n, int64_t c, T* buf) {
+  by_planes<T>(t, 8 * len, parallel, [&](int64_t n, int64_t c, T* buf) {
     const T* plane = x + (n * t.channels + c) * t.height * t.width;
     T* p[4] = {buf, buf + len, buf + 2 * len, buf + 3 * len};  // the tile row's 4 input rows
     T* r[4] = {buf + 4 * len, buf + 5 * len, buf + 6 * len, buf + 7 * len};  // B^T applied to them
@@ -102,28 +105,34 @@ void winograd_input(const T* x, const WinogradTiles& t, T* v) {
 }
 
 template <typename T>
-void winograd_output(const T* m_points, const WinogradTiles& t, T* y) {
+void winograd_output(const T* m_points, const WinogradTiles& t, T* y, bool parallel) {
   const int64_t tiles = t.items * t.tiles_h * t.tiles_w, point_step = t.channels * tiles;
-  const int64_t len = 2 * t.tiles_w;
-  by_planes<T>(t, 2 * len, [&](int64_t n, int64_t c, T* buf) {
+  const int64_t tw = t.tiles_w, len = 2 * tw;
+  by_planes<T>(t, 8 * tw + 2 * len, parallel, [&](int64_t n, int64_t c, T* buf) {
     T* plane = y + (n * t.channels + c) * t.height * t.width;
+    T* __restrict s0[4] = {buf, buf + tw, buf + 2 * tw, buf + 3 * tw};  // A^T's rows applied to m's
+    T* __restrict s1[4] = {buf + 4 * tw, buf + 5 * tw, buf + 6 * tw, buf + 7 * tw};
+    T* __restrict top = buf + 8 * tw;  // the tile row's two output rows, whole tiles
+    T* __restrict bottom = top + len;
     for (int64_t i = 0; i < t.tiles_h; ++i) {
-      const T* m = m_points + c * tiles + (n * t.tiles_h + i) * t.tiles_w;
-      const T* mp[16];
-      for (int k = 0; k < 16; ++k) mp[k] = m + k * point_step;
-      T *top = buf, *bottom = buf + len;  // the tile row's two output rows, whole tiles
-      for (int64_t j = 0; j < t.tiles_w; ++j) {
-        // A^T on the left: s0 = m0 + m1 + m2, s1 = m1 - m2 - m3 (rows of m), per column k.
-        T s0[4], s1[4];
-        for (int k = 0; k < 4; ++k) {
-          const T m0 = mp[k][j], m1 = mp[4 + k][j], m2 = mp[8 + k][j], m3 = mp[12 + k][j];
-          s0[k] = m0 + m1 + m2;
-          s1[k] = m1 - m2 - m3;
+      const T* m = m_points + c * tiles + (n * t.tiles_h + i) * tw;
+      for (int k = 0; k < 4; ++k) {  // A^T on the left: s0 = m0 + m1 + m2, s1 = m1 - m2 - m3 (rows of m)
+        const T* __restrict m0 = m + k * point_step;
+        const T* __restrict m1 = m0 + 4 * point_step;
+        const T* __restrict m2 = m1 + 4 * point_step;
+        const T* __restrict m3 = m2 + 4 * point_step;
+        T* __restrict a = s0[k];
+        T* __restrict b = s1[k];
+        for (int64_t j = 0; j < tw; ++j) {
+          a[j] = m0[j] + m1[j] + m2[j];
+          b[j] = m1[j] - m2[j] - m3[j];
         }
-        top[2 * j] = s0[0] + s0[1] + s0[2];
-        top[2 * j + 1] = s0[1] - s0[2] - s0[3];
-        bottom[2 * j] = s1[0] + s1[1] + s1[2];
-        bottom[2 * j + 1] = s1[1] - s1[2] - s1[3];
+      }
+      for (int64_t j = 0; j < tw; ++j) {  // ... and A on the right, the same on columns
+        top[2 * j] = s0[0][j] + s0[1][j] + s0[2][j];
+        top[2 * j + 1] = s0[1][j] - s0[2][j] - s0[3][j];
+        bottom[2 * j] = s1[0][j] + s1[1][j] + s1[2][j];
+        bottom[2 * j + 1] = s1[1][j] - s1[2][j] - s1[3][j];
       }
       std::memcpy(plane + 2 * i * t.width, top, t.width * sizeof(T));
       if (2 * i + 1 < t.height) std::memcpy(plane + (2 * i + 1) * t.width, bottom, t.width * sizeof(T));
@@ -132,10 +141,10 @@ void winograd_output(const T* m_points, const WinogradTiles& t, T* y) {
 }
 
 template <typename T>
-void winograd_gradient(const T* dy, const WinogradTiles& t, T* g) {
+void winograd_gradient(const T* dy, const WinogradTiles& t, T* g, bool parallel) {
   const int64_t tiles = t.items * t.tiles_h * t.tiles_w, point_step = t.channels * tiles;
   const int64_t len = 2 * t.tiles_w;
-  by_planes<T>(t, 6 * len, [&](int64_t n, int64_t c, T* buf) {
+  by_planes<T>(t, 6 * len, parallel, [&](int64_t n, int64_t c, T* buf) {
     const T* plane = dy + (n * t.channels + c) * t.height * t.width;
     T* e[2] = {buf, buf + len};  // the tile row's 2 rows of dy
     T* r[4] = {buf + 2 * len, buf + 3 * len, buf + 4 * len, buf + 5 * len};
@@ -171,11 +180,11 @@ void winograd_gradient(const T* dy, const WinogradTiles& t, T* g) {
   });
 }
 
-template void winograd_input<float>(const float*, const WinogradTiles&, float*);
-template void winograd_input<double>(const double*, const WinogradTiles&, double*);
-template void winograd_output<float>(const float*, const WinogradTiles&, float*);
-template void winograd_output<double>(const double*, const WinogradTiles&, double*);
-template void winograd_gradient<float>(const float*, const WinogradTiles&, float*);
-template void winograd_gradient<double>(const double*, const WinogradTiles&, double*);
+template void winograd_input<float>(const float*, const WinogradTiles&, float*, bool);
+template void winograd_input<double>(const double*, const WinogradTiles&, double*, bool);
+template void winograd_output<float>(const float*, const WinogradTiles&, float*, bool);
+template void winograd_output<double>(const double*, const WinogradTiles&, double*, bool);
+template void winograd_gradient<float>(const float*, const WinogradTiles&, float*, bool);
+template void winograd_gradient<double>(const double*, const WinogradTiles&, double*, bool);
 
 }  // namespace knetcnn::cpu

@@ -11,7 +11,8 @@
 //   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]    input:    B^T d B
 //   A^T = [1 1 1 0; 0 1 -1 -1]                        output:   A^T m A  (2x2)
 //   A   = the transpose of A^T                        gradient: A g A^T  (4x4, backward filter)
-// Point p of a 4x4 transform is element (p / 4, p % 4).
+// Point p of a 4x4 transform is element (p / 4, p % 4). Each kernel runs its (item, channel) planes
+// on parallel_for's threads where `parallel` is set, else on the calling thread.
 #pragma once
 
 #include <cstdint>
@@ -38,16 +39,16 @@ int64_t winograd_tile_count(const char* function, const WinogradTiles& t, bool c
 // v[p][c][tile] = (B^T d B)[p] for the 4x4 tile d of x at (2i - top, 2j - left) in channel c,
 // zero outside x; tile = (n * tiles_h + i) * tiles_w + j. v is (16, channels, tiles).
 template <typename T>
-void winograd_input(const T* x, const WinogradTiles& t, T* v);
+void winograd_input(const T* x, const WinogradTiles& t, T* v, bool parallel);
 
 // y[n][c][2i + r][2j + s] = (A^T m A)[r][s] for the cells inside y, with m[p] = m_points[p][c][tile]
 // (top = left = 0). m_points is (16, channels, tiles); y is overwritten.
 template <typename T>
-void winograd_output(const T* m_points, const WinogradTiles& t, T* y);
+void winograd_output(const T* m_points, const WinogradTiles& t, T* y, bool parallel);
 
 // g[p][c][tile] = (A e A^T)[p] for the 2x2 tile e of dy at (2i, 2j) in channel c, zero outside dy
 // (top = left = 0). g is (16, channels, tiles).
 template <typename T>
-void winograd_gradient(const T* dy, const WinogradTiles& t, T* g);
+void winograd_gradient(const T* dy, const WinogradTiles& t, T* g, bool parallel);
 
 }  // namespace knetcnn::cpu

@@ -30,6 +30,10 @@ from ._scratch import Scratch
 # the multiply-adds they save (measured: see MIN_CHANNELS' note in bench/RESULTS.md).
 MIN_CHANNELS = 16
 
+# Whether the transforms run on parallel_for's threads (see PARALLEL_KERNELS' note in _conv_blocks:
+# OpenBLAS's threads spin after each product).
+PARALLEL_KERNELS = True
+
 # Tiles per block: the transformed input and the products of a block stay within a few MiB.
 TILES_PER_BLOCK = 512
 
@@ -105,10 +109,10 @@ def _convolve(u: np.ndarray, data: np.ndarray, out: np.ndarray, pads, groups: in
         for n0, n1 in _blocks(data.shape[0], tiles_h * tiles_w):
             tiles = (n1 - n0) * tiles_h * tiles_w
             v = scratch.array("winograd_v", (POINTS, channels, tiles))
-            core.winograd_input(data[n0:n1], v, tiles_h, tiles_w, pads[0], pads[1])
+            core.winograd_input(data[n0:n1], v, tiles_h, tiles_w, pads[0], pads[1], parallel=PARALLEL_KERNELS)
             m = scratch.array("winograd_m", (POINTS, outputs, tiles))
             np.matmul(u, v.reshape(POINTS, groups, -1, tiles), out=m.reshape(POINTS, groups, -1, tiles))
-            core.winograd_output(m, out[n0:n1])
+            core.winograd_output(m, out[n0:n1], parallel=PARALLEL_KERNELS)
 
 
 def forward(wm: np.ndarray, x: np.ndarray, cv) -> np.ndarray:
@@ -144,9 +148,9 @@ def backward_filter(x: np.ndarray, dy: np.ndarray, cv, add_product) -> np.ndarra
         for n0, n1 in _blocks(cv.n, tiles_h * tiles_w):
             tiles = (n1 - n0) * tiles_h * tiles_w
             v = scratch.array("winograd_v", (POINTS, cv.c, tiles))
-            core.winograd_input(x[n0:n1], v, tiles_h, tiles_w, cv.pads[0], cv.pads[1])
+            core.winograd_input(x[n0:n1], v, tiles_h, tiles_w, cv.pads[0], cv.pads[1], parallel=PARALLEL_KERNELS)
             g = scratch.array("winograd_m", (POINTS, cv.o, tiles))
-            core.winograd_gradient(dy[n0:n1], g)
+            core.winograd_gradient(dy[n0:n1], g, parallel=PARALLEL_KERNELS)
             add_product(sums, g.reshape(stacks, cv.og, tiles), v.reshape(stacks, cv.cg, tiles), product)
     # G^T m G of every filter's 4x4 sums m: (m.ravel() @ (G (x) G)), all filters in one GEMM.
     dw = np.matmul(sums.reshape(POINTS, -1).T, _KRON[dtype])
