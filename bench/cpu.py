@@ -1,8 +1,8 @@
 """CPU benchmark: knetcnn's NumPy backend against PyTorch CPU, measured in the same run.
 
 Times conv4, conv4x, conv4w, pool and poolx on LeNet, VGG, ResNet and AlexNet-stem shapes in
-float32 and float64 (medians over rounds of samples; a sample repeats a short call to 2 ms) and prints ours/torch ratios (the
-median over rounds of each round's ratio of medians). conv4 runs
+float32 and float64 (medians over rounds of samples; a sample repeats a short call to 2 ms) and
+prints ours/torch ratios (the median over rounds of each round's ratio of medians). conv4 runs
 with mode=1, PyTorch's cross-correlation; conv4x is compared with torch.nn.grad.conv2d_input,
 conv4w with conv2d_weight; pool is a 2x2 max pool of the conv input, and poolx is compared with
 PyTorch's max-pool backward given the forward's saved indices (ours recomputes the argmax from x,

@@ -77,7 +77,8 @@ TEST_P(WinogradThreads, InputAndOutputTransformsComposeIntoTheConvolution) {
     for (int64_t o = 0; o < outputs; ++o)
       for (int64_t c = 0; c < channels; ++c) {
         const double u = transformed_filter(w, channels, o, c, p);
-        for (int64_t t = 0; t < tiles; ++t) m[(p * outputs + o) * tiles + t] += u * v[(p * channels + c) * tiles + t];
+        for (int64_t t = 0; t < tiles; ++t)
+          m[(p * outputs + o) * tiles + t] += u * v[(p * channels + c) * tiles + t];
       }
   WinogradTiles out{n_items, outputs, out_h, out_w, in.tiles_h, in.tiles_w, 0, 0};
   ASSERT_EQ(cpu::winograd_tile_count("test", out, true), tiles);
@@ -104,7 +105,8 @@ TEST_P(WinogradThreads, InputAndGradientTransformsComposeIntoTheFilterGradient) 
     for (int64_t c = 0; c < channels; ++c) {
       double m[16] = {};
       for (int p = 0; p < kWinogradPoints; ++p)
-        for (int64_t t = 0; t < tiles; ++t) m[p] += g[(p * outputs + o) * tiles + t] * v[(p * channels + c) * tiles + t];
+        for (int64_t t = 0; t < tiles; ++t)
+          m[p] += g[(p * outputs + o) * tiles + t] * v[(p * channels + c) * tiles + t];
       for (int a = 0; a < 3; ++a)
         for (int b = 0; b < 3; ++b) {
           double got = 0, expect = 0;  // G^T m G, and the definition: sum of dy * x at offset (a, b)
@@ -115,7 +117,8 @@ TEST_P(WinogradThreads, InputAndGradientTransformsComposeIntoTheFilterGradient) 
               for (int64_t j = 0; j < out_w; ++j) {
                 const int64_t row = r - pad + a, col = j - pad + b;
                 if (row < 0 || row >= h || col < 0 || col >= wd) continue;
-                expect += dy[((n * outputs + o) * out_h + r) * out_w + j] * x[((n * channels + c) * h + row) * wd + col];
+                expect += dy[((n * outputs + o) * out_h + r) * out_w + j] *
+                          x[((n * channels + c) * h + row) * wd + col];
               }
           EXPECT_NEAR(got, expect, 1e-12) << "dw[" << o << ", " << c << ", " << a << ", " << b << "]";
         }

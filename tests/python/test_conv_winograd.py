@@ -187,6 +187,33 @@ def test_which_convolutions_it_takes(monkeypatch, transforms):
     assert transforms["input"] == before + 1
 
 
+def test_scratch_stays_within_the_memory_budget(monkeypatch, transforms):
+    """Blocks of items shrink to fit _chunks' budget; where one item alone would not fit, im2col
+    (which cuts an item into rows) takes the call."""
+    from knetcnn.cpu import _chunks
+
+    force_conv_path(monkeypatch, "winograd")
+    rng = np.random.default_rng(7)
+    w, x = rng.standard_normal((4, 4, 3, 3)), rng.standard_normal((6, 4, 10, 10))
+    expect = knetcnn.conv4(w, x, padding=1)
+    one_item = 8 * 16 * ((4 + 4) * 25 + 2 * 4 * 4)  # 25 tiles of 2x2 over a 10 x 10 result
+    sizes = []
+
+    def recording_input(x, v, *rest, **kw):
+        sizes.append(v.shape[2])  # tiles in this block
+        return core.winograd_input(x, v, *rest, **kw)
+
+    monkeypatch.setattr(_winograd.core, "winograd_input", recording_input)
+    monkeypatch.setattr(_chunks, "RESULT_FACTOR", 0)
+    monkeypatch.setattr(_chunks, "MIN_BUDGET_BYTES", 2 * one_item)
+    np.testing.assert_allclose(knetcnn.conv4(w, x, padding=1), expect, rtol=1e-12, atol=1e-12)
+    assert sizes == [50, 50, 50]  # two items a block, not TILES_PER_BLOCK's six
+    monkeypatch.setattr(_chunks, "MIN_BUDGET_BYTES", one_item - 1)
+    calls = transforms["output"]
+    np.testing.assert_allclose(knetcnn.conv4(w, x, padding=1), expect, rtol=1e-12, atol=1e-12)
+    assert transforms["output"] == calls  # im2col took it
+
+
 def test_float16_results_match_the_reference_within_float16(monkeypatch):
     force_conv_path(monkeypatch, "winograd")
     rng = np.random.default_rng(6)

@@ -23,7 +23,7 @@ import math
 import numpy as np
 
 from .._core import core
-from . import _results
+from . import _chunks, _results
 from ._scratch import Scratch
 
 # Filters and channels per group below which the transforms' passes over memory cost more than
@@ -51,8 +51,10 @@ GROWTH_FORWARD = 81
 GROWTH_FILTER = 64
 
 
-def usable(cv, data: np.ndarray, dtype: np.dtype) -> bool:
-    """Whether the convolution's geometry and dtypes suit F(2x2, 3x3); `data` is x (or dy)."""
+def usable(cv, data: np.ndarray, dtype: np.dtype, tiled: tuple[int, ...], result_bytes: int) -> bool:
+    """Whether the convolution's geometry and dtypes suit F(2x2, 3x3), and one item's transformed
+    matrices fit the memory budget (_chunks: a few times the result, or 256 MiB); `data` is x (or
+    dy), `tiled` the shape of the array cut into 2x2 tiles (the result, or dy for conv4w)."""
     return (
         cv.d == 2
         and cv.k == (3, 3)
@@ -62,7 +64,15 @@ def usable(cv, data: np.ndarray, dtype: np.dtype) -> bool:
         and min(cv.cg, cv.og) >= MIN_CHANNELS
         and data.dtype == dtype
         and dtype in (np.float32, np.float64)
+        and _scratch_bytes(cv, 1, tiled, dtype.itemsize) <= _chunks.budget(result_bytes)
     )
+
+
+def _scratch_bytes(cv, items: int, tiled: tuple[int, ...], itemsize: int) -> int:
+    """Scratch for a block of `items`: the 16 points' (channels + filters, tiles) matrices, and the
+    transformed filters or filter sums (twice over: sums and one block's product)."""
+    tiles_h, tiles_w = _tiles(tiled)
+    return itemsize * POINTS * ((cv.c + cv.o) * items * tiles_h * tiles_w + 2 * cv.o * cv.cg)
 
 
 def _magnitude(a: np.ndarray) -> float:
@@ -85,11 +95,15 @@ def _tiles(shape: tuple[int, ...]) -> tuple[int, int]:
     return -(-shape[2] // 2), -(-shape[3] // 2)
 
 
-def _blocks(items: int, tiles_per_item: int):
-    """Ranges of items of about TILES_PER_BLOCK tiles (at least one item)."""
-    step = max(1, TILES_PER_BLOCK // max(tiles_per_item, 1))
-    for n0 in range(0, items, step):
-        yield n0, min(items, n0 + step)
+def _blocks(cv, tiled: tuple[int, ...], itemsize: int, result_bytes: int):
+    """Ranges of items of about TILES_PER_BLOCK tiles, within the memory budget (at least one item:
+    usable() has checked that one fits)."""
+    tiles_h, tiles_w = _tiles(tiled)
+    step = max(1, TILES_PER_BLOCK // max(tiles_h * tiles_w, 1))
+    while step > 1 and _scratch_bytes(cv, step, tiled, itemsize) > _chunks.budget(result_bytes):
+        step //= 2
+    for n0 in range(0, cv.n, step):
+        yield n0, min(cv.n, n0 + step)
 
 
 def _transformed_filters(w: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
@@ -99,14 +113,14 @@ def _transformed_filters(w: np.ndarray, shape: tuple[int, int, int]) -> np.ndarr
     return np.matmul(_KRON[w.dtype], flat.T).reshape((POINTS,) + shape)
 
 
-def _convolve(u: np.ndarray, data: np.ndarray, out: np.ndarray, pads, groups: int) -> None:
+def _convolve(cv, u: np.ndarray, data: np.ndarray, out: np.ndarray, pads) -> None:
     """out = the 3x3 convolution of data with the transformed filters u, (16, G, Og, Cg), from
     top-left padding `pads`; out's size is free (cells past data read zeros)."""
     data = np.require(data, dtype=u.dtype, requirements=["C", "A"])
     tiles_h, tiles_w = _tiles(out.shape)
-    channels, outputs = data.shape[1], out.shape[1]
+    channels, outputs, groups = data.shape[1], out.shape[1], cv.groups
     with Scratch(u.dtype) as scratch:
-        for n0, n1 in _blocks(data.shape[0], tiles_h * tiles_w):
+        for n0, n1 in _blocks(cv, out.shape, u.itemsize, out.nbytes):
             tiles = (n1 - n0) * tiles_h * tiles_w
             v = scratch.array("winograd_v", (POINTS, channels, tiles))
             core.winograd_input(data[n0:n1], v, tiles_h, tiles_w, pads[0], pads[1], parallel=PARALLEL_KERNELS)
@@ -119,7 +133,7 @@ def forward(wm: np.ndarray, x: np.ndarray, cv) -> np.ndarray:
     """y = conv(w', x), wm being alpha * w' as (G, Og, Cg*9)."""
     y = _results.empty(cv.output_shape, wm.dtype)
     u = _transformed_filters(wm, (cv.groups, cv.og, cv.cg))
-    _convolve(u, x, y, cv.pads, cv.groups)
+    _convolve(cv, u, x, y, cv.pads)
     return y
 
 
@@ -129,7 +143,7 @@ def backward_data(wm: np.ndarray, dy: np.ndarray, cv) -> np.ndarray:
     flipped = wm.reshape(cv.groups, cv.og, cv.cg, 3, 3)[..., ::-1, ::-1].transpose(0, 2, 1, 3, 4)
     u = _transformed_filters(np.ascontiguousarray(flipped), (cv.groups, cv.cg, cv.og))
     dx = _results.empty(cv.input_shape, wm.dtype)
-    _convolve(u, dy, dx, [2 - p for p in cv.pads], cv.groups)
+    _convolve(cv, u, dy, dx, [2 - p for p in cv.pads])
     return dx
 
 
@@ -145,7 +159,7 @@ def backward_filter(x: np.ndarray, dy: np.ndarray, cv, add_product) -> np.ndarra
     sums = np.zeros((stacks, cv.og, cv.cg), dtype=dtype)
     product = np.empty_like(sums)
     with Scratch(dtype) as scratch:
-        for n0, n1 in _blocks(cv.n, tiles_h * tiles_w):
+        for n0, n1 in _blocks(cv, dy.shape, dtype.itemsize, math.prod(cv.filter_shape) * dtype.itemsize):
             tiles = (n1 - n0) * tiles_h * tiles_w
             v = scratch.array("winograd_v", (POINTS, cv.c, tiles))
             core.winograd_input(x[n0:n1], v, tiles_h, tiles_w, cv.pads[0], cv.pads[1], parallel=PARALLEL_KERNELS)

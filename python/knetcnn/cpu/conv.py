@@ -17,6 +17,8 @@ as a single batched GEMM; backward-data's product is scattered back by the compi
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _direct, _results, _winograd
@@ -51,7 +53,10 @@ def forward(w: np.ndarray, x: np.ndarray, g, alpha: float) -> np.ndarray:
     wm = _weights(w, cv, alpha, dtype)
     if _direct.usable(cv, cv.cg * cv.kp, wm, x):
         return _direct.forward(wm, x, cv)
-    if _winograd.usable(cv, x, dtype) and _winograd.in_range(wm, x, cv.cg * cv.kp, _winograd.GROWTH_FORWARD):
+    result_bytes = math.prod(cv.output_shape) * dtype.itemsize
+    if _winograd.usable(cv, x, dtype, cv.output_shape, result_bytes) and _winograd.in_range(
+        wm, x, cv.cg * cv.kp, _winograd.GROWTH_FORWARD
+    ):
         return _winograd.forward(wm, x, cv)
     y = _results.empty(cv.output_shape, x.dtype)
     with Scratch(dtype) as scratch:
@@ -74,7 +79,10 @@ def backward_data(w: np.ndarray, dy: np.ndarray, g, alpha: float) -> np.ndarray:
     wm = _weights(w, cv, alpha, dtype)
     if _direct.usable(cv, cv.og * cv.kp, wm, dy):
         return _direct.backward_data(wm, dy, cv)
-    if _winograd.usable(cv, dy, dtype) and _winograd.in_range(wm, dy, cv.og * cv.kp, _winograd.GROWTH_FORWARD):
+    result_bytes = math.prod(cv.input_shape) * dtype.itemsize
+    if _winograd.usable(cv, dy, dtype, cv.input_shape, result_bytes) and _winograd.in_range(
+        wm, dy, cv.og * cv.kp, _winograd.GROWTH_FORWARD
+    ):
         return _winograd.backward_data(wm, dy, cv)
     wt = wm.transpose(0, 2, 1)
     dx = _results.zeros(cv.input_shape, dtype)
@@ -124,7 +132,7 @@ def backward_filter(x: np.ndarray, dy: np.ndarray, g, alpha: float) -> np.ndarra
     cv = ConvShape(g)
     dtype = compute_dtype(x.dtype)
     if (
-        _winograd.usable(cv, x, dtype)
+        _winograd.usable(cv, x, dtype, cv.output_shape, math.prod(cv.filter_shape) * dtype.itemsize)
         and dy.dtype == dtype
         and _winograd.in_range(x, dy, _winograd.filter_terms(cv), _winograd.GROWTH_FILTER)
     ):
