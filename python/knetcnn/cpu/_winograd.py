@@ -172,6 +172,6 @@ def backward_filter(x: np.ndarray, dy: np.ndarray, cv, add_product) -> np.ndarra
 
 
 def filter_terms(cv) -> int:
-    """Tiles summed into one point of a filter gradient: items x tiles per item."""
-    tiles_h, tiles_w = _tiles((0, 0) + tuple(cv.y))
+    """Tiles summed into one point of a filter gradient: items x tiles per item of dy."""
+    tiles_h, tiles_w = _tiles(cv.output_shape)
     return cv.n * tiles_h * tiles_w
