@@ -26,6 +26,11 @@ WinogradTiles tiles_over(const py::array& a, int64_t tiles_h, int64_t tiles_w, i
   return t;
 }
 
+// The 2x2 tiles that cover a 4-D array from (0, 0): what the output and gradient transforms take.
+WinogradTiles covering_tiles(const py::array& a) {
+  return tiles_over(a, (a.shape(2) + 1) / 2, (a.shape(3) + 1) / 2, 0, 0);
+}
+
 // `points` must be the (16, channels, tiles) matrix of these tiles.
 template <typename T>
 void check_points(const std::string& function, const char* argument, const py::array& points,
@@ -56,7 +61,7 @@ void run_output(const py::array& m, const py::array& y, bool parallel) {
   const std::string function = "winograd_output";
   check_plain<T>(function, "y", y, 4);
   require(y.writeable(), function, "y must be writeable");
-  const WinogradTiles t = tiles_over(y, (y.shape(2) + 1) / 2, (y.shape(3) + 1) / 2, 0, 0);
+  const WinogradTiles t = covering_tiles(y);
   check_points<T>(function, "m", m, t, cpu::winograd_tile_count(function.c_str(), t, true));
   const T* in = static_cast<const T*>(m.data());
   T* out = static_cast<T*>(const_cast<void*>(y.data()));
@@ -68,7 +73,7 @@ template <typename T>
 void run_gradient(const py::array& dy, const py::array& g, bool parallel) {
   const std::string function = "winograd_gradient";
   check_plain<T>(function, "dy", dy, 4);
-  const WinogradTiles t = tiles_over(dy, (dy.shape(2) + 1) / 2, (dy.shape(3) + 1) / 2, 0, 0);
+  const WinogradTiles t = covering_tiles(dy);
   check_points<T>(function, "g", g, t, cpu::winograd_tile_count(function.c_str(), t, true));
   require(g.writeable(), function, "g must be writeable");
   const T* in = static_cast<const T*>(dy.data());

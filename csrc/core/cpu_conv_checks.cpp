@@ -1,6 +1,6 @@
 // The checks that make the CPU convolution kernels safe to call: column counts and coordinates
-// that fit 64 bits, scatter targets whose threads cannot collide (cpu_conv.hpp), and the direct
-// kernel's sizes (cpu_conv_direct.hpp).
+// that fit 64 bits, scatter targets whose threads cannot collide (cpu_conv.hpp), the direct
+// kernel's sizes (cpu_conv_direct.hpp) and the Winograd transforms' tiles (cpu_winograd.hpp).
 #include <algorithm>
 #include <cstdlib>
 #include <initializer_list>
@@ -10,6 +10,7 @@
 
 #include "cpu_conv.hpp"
 #include "cpu_conv_direct.hpp"
+#include "cpu_winograd.hpp"
 #include "errors.hpp"
 
 namespace knetcnn::cpu {
@@ -96,6 +97,22 @@ void check_direct_conv(const char* function, const DirectConv& d) {
   constexpr int64_t limit = int64_t(1) << 61;
   check(d.pad_h > -limit && d.pad_h < limit && d.pad_w > -limit && d.pad_w < limit && rows < limit && cols < limit,
         function, "padding or dilation overflows 64-bit coordinates");
+}
+
+int64_t winograd_tile_count(const char* function, const WinogradTiles& t, bool covering) {
+  check(t.items >= 0 && t.channels >= 0 && t.height >= 0 && t.width >= 0 && t.tiles_h >= 0 && t.tiles_w >= 0,
+        function, "sizes must be >= 0");
+  check(t.top >= 0 && t.top <= 2 && t.left >= 0 && t.left <= 2, function, "top and left must be in [0, 2]");
+  const int64_t tiles = checked_mul(function, checked_mul(function, t.items, t.tiles_h), t.tiles_w);
+  checked_mul(function, checked_mul(function, tiles, t.channels), kWinogradPoints);  // the points' matrix
+  checked_mul(function, checked_mul(function, checked_mul(function, t.height, t.width), t.channels), t.items);
+  if (covering) {
+    check(t.tiles_h == (t.height + 1) / 2 && t.tiles_w == (t.width + 1) / 2 && t.top == 0 && t.left == 0, function,
+          "the tiles must cover the array exactly: " + std::to_string((t.height + 1) / 2) + " x " +
+              std::to_string((t.width + 1) / 2) + " tiles from (0, 0), got " + std::to_string(t.tiles_h) + " x " +
+              std::to_string(t.tiles_w) + " from (" + std::to_string(t.top) + ", " + std::to_string(t.left) + ")");
+  }
+  return tiles;
 }
 
 }  // namespace knetcnn::cpu

@@ -6,18 +6,12 @@
 
 #include <algorithm>
 #include <cstring>
-#include <string>
 #include <vector>
 
 #include "cpu_parallel.hpp"
-#include "errors.hpp"
 
 namespace knetcnn::cpu {
 namespace {
-
-void check(bool ok, const char* function, const std::string& what) {
-  if (!ok) throw value_error(std::string(function) + ": " + what);
-}
 
 // cells [0, n) of `out` = row[first + k] where that is inside [0, width), else zero.
 template <typename T>
@@ -43,28 +37,6 @@ void by_planes(const WinogradTiles& t, int64_t scratch_size, bool parallel, cons
 }
 
 }  // namespace
-
-int64_t winograd_tile_count(const char* function, const WinogradTiles& t, bool covering) {
-  check(t.items >= 0 && t.channels >= 0 && t.height >= 0 && t.width >= 0 && t.tiles_h >= 0 && t.tiles_w >= 0,
-        function, "sizes must be >= 0");
-  check(t.top >= 0 && t.top <= 2 && t.left >= 0 && t.left <= 2, function, "top and left must be in [0, 2]");
-  int64_t tiles = 0, points = 0, cells = 0;
-  const bool overflow = __builtin_mul_overflow(t.items, t.tiles_h, &tiles) ||
-                        __builtin_mul_overflow(tiles, t.tiles_w, &tiles) ||
-                        __builtin_mul_overflow(tiles, t.channels, &points) ||
-                        __builtin_mul_overflow(points, kWinogradPoints, &points) ||
-                        __builtin_mul_overflow(t.height, t.width, &cells) ||
-                        __builtin_mul_overflow(cells, t.channels, &cells) ||
-                        __builtin_mul_overflow(cells, t.items, &cells);
-  check(!overflow, function, "sizes overflow 64-bit integers");
-  if (covering) {
-    check(t.tiles_h == (t.height + 1) / 2 && t.tiles_w == (t.width + 1) / 2 && t.top == 0 && t.left == 0, function,
-          "the tiles must cover the array exactly: " + std::to_string((t.height + 1) / 2) + " x " +
-              std::to_string((t.width + 1) / 2) + " tiles from (0, 0), got " + std::to_string(t.tiles_h) + " x " +
-              std::to_string(t.tiles_w) + " from (" + std::to_string(t.top) + ", " + std::to_string(t.left) + ")");
-  }
-  return tiles;
-}
 
 template <typename T>
 void winograd_input(const T* x, const WinogradTiles& t, T* v, bool parallel) {
