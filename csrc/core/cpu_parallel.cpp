@@ -41,7 +41,6 @@ inline void cpu_relax() {
 struct Job {
   const std::function<void(int64_t, int64_t)>* body;
   int64_t count, chunks;
-  int caller_cpu = -1;  // where the posting thread ran when it posted (sched_getcpu)
   std::atomic<int64_t> next{0};
   std::atomic<int> workers_inside{0};
   std::mutex failure_mutex;
@@ -70,15 +69,34 @@ class Pool {
     if (sched_getaffinity(0, sizeof(allowed_), &allowed_) != 0) CPU_ZERO(&allowed_);  // keep_off then does nothing
   }
 
+  // Whether every worker is spinning (none asleep): a job handed to them now starts at once.
+  bool awake() const { return started_.load(std::memory_order_acquire) && sleeping_now_.load(std::memory_order_acquire) == 0; }
+
+  // Wakes sleeping workers without a job, so that they spin for kSpin and find the next job at
+  // once. Costs the caller one futex wake; nothing if no worker sleeps or a job is running.
+  void nudge() {
+    if (!started_.load(std::memory_order_acquire)) {
+      std::unique_lock<std::mutex> running(run_mutex_, std::try_to_lock);
+      if (!running.owns_lock()) return;
+      if (!started_.load(std::memory_order_relaxed)) start_workers();
+      return;  // fresh workers start out spinning
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (sleeping_ == 0 || job_) return;
+    poster_cpu_ = sched_getcpu();  // the woken workers keep off it while they spin
+    posted_.store(++generation_, std::memory_order_release);
+    wake_.notify_all();
+  }
+
   // Runs job's chunks on this thread and on the workers; false (nothing run) if the pool is
   // busy with another caller's job, or this is a call from inside a job.
   bool run(Job& job) {
     std::unique_lock<std::mutex> running(run_mutex_, std::try_to_lock);
     if (!running.owns_lock()) return false;
-    if (!started_) start_workers();
+    if (!started_.load(std::memory_order_relaxed)) start_workers();
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      job.caller_cpu = sched_getcpu();
+      poster_cpu_ = sched_getcpu();
       job_ = &job;
       posted_.store(++generation_, std::memory_order_release);
       if (sleeping_ > 0) wake_.notify_all();
@@ -100,7 +118,7 @@ class Pool {
   static constexpr auto kSpin = std::chrono::microseconds(100);
 
   void start_workers() {  // on first use, by the caller holding run_mutex_
-    started_ = true;
+    started_.store(true, std::memory_order_release);
     for (int i = 0; i < workers_; ++i) {
       try {
         std::thread([this] { work(); }).detach();
@@ -119,20 +137,22 @@ class Pool {
         cpu_relax();
         if (i % 64 == 0 && std::chrono::steady_clock::now() > spin_until) {
           std::unique_lock<std::mutex> lock(mutex_);
-          ++sleeping_;
+          sleeping_now_.store(++sleeping_, std::memory_order_release);
           wake_.wait(lock, [&] { return generation_ != seen; });
-          --sleeping_;
+          sleeping_now_.store(--sleeping_, std::memory_order_release);
         }
       }
       Job* job;
+      int poster_cpu;
       {
         std::lock_guard<std::mutex> lock(mutex_);
         seen = generation_;
         job = job_;
+        poster_cpu = poster_cpu_;
         if (job) job->workers_inside.fetch_add(1, std::memory_order_relaxed);
       }
-      if (!job) continue;  // that job had ended
-      keep_off(job->caller_cpu, kept_off);
+      keep_off(poster_cpu, kept_off);
+      if (!job) continue;  // woken without a job (nudge), or that job had ended
       job->run_chunks();
       job->workers_inside.fetch_sub(1, std::memory_order_release);  // job may be gone after this
     }
@@ -153,14 +173,16 @@ class Pool {
 
   const int workers_;
   cpu_set_t allowed_;  // the process's affinity when the pool was made
-  bool started_ = false;  // guarded by run_mutex_
+  std::atomic<bool> started_{false};  // set by the caller holding run_mutex_
   std::mutex run_mutex_;  // held by the caller whose job runs
-  std::mutex mutex_;      // guards job_, generation_, sleeping_
+  std::mutex mutex_;      // guards job_, poster_cpu_, generation_, sleeping_
   std::condition_variable wake_;
   Job* job_ = nullptr;
+  int poster_cpu_ = -1;  // where the thread that last posted (a job or a nudge) ran then
   uint64_t generation_ = 0;
   int sleeping_ = 0;
   std::atomic<uint64_t> posted_{0};  // generation_, readable without the mutex while spinning
+  std::atomic<int> sleeping_now_{0};  // sleeping_, readable without the mutex (awake())
 };
 
 constexpr int64_t kChunksPerThread = 4;
@@ -192,7 +214,18 @@ int max_threads() {
 void parallel_for(int64_t count, int64_t work_per_item, const std::function<void(int64_t, int64_t)>& body) {
   if (count <= 0) return;
   const int64_t total_work = count * std::max<int64_t>(work_per_item, 1);
-  const int64_t threads = std::min<int64_t>({max_threads(), count, total_work / kMinWorkPerThread});
+  int64_t threads = std::min<int64_t>({max_threads(), count, total_work / kMinWorkPerThread});
+  if (threads <= 1 && max_threads() > 1 && count > 1 && total_work >= 2 * kMinWorkPerAwakeThread) {
+    // Too small to be worth waking a worker, but worth sharing with workers already awake. When
+    // they sleep, this call runs here and wakes them for the next: small calls back to back (a
+    // training loop's) then share the work, while a lone call costs only the wake-up signal.
+    Pool& workers = pool();
+    if (workers.awake()) {
+      threads = std::min<int64_t>({max_threads(), count, total_work / kMinWorkPerAwakeThread});
+    } else {
+      workers.nudge();
+    }
+  }
   if (threads <= 1) {
     body(0, count);
     return;

@@ -1,6 +1,8 @@
 // A minimal parallel-for for the CPU kernels: [0, count) in contiguous chunks (a few per
 // thread) that the calling thread and a pool of waiting worker threads claim one at a time.
 // Workers spin briefly after each call, so back-to-back calls find them running, then sleep;
+// calls too small to be worth waking a sleeping worker for run on the caller alone, but share
+// with workers already awake, and wake sleeping ones for the calls that follow;
 // one caller at a time uses the pool, others (and calls from inside a chunk) run serially.
 // Workers keep off the CPU of the thread that posted the last job (their affinity leaves it out),
 // so the kernel cannot stack them onto the caller's CPU while another CPU idles.
@@ -26,5 +28,9 @@ void parallel_for(int64_t count, int64_t work_per_item, const std::function<void
 // elements) 101-114 us on two threads, 134-141 on one; LeNet-1's (113 Ki) 48-50 vs 55, within
 // noise, so it stays on one thread.
 constexpr int64_t kMinWorkPerThread = 1 << 16;
+
+// The same bound for workers already awake (spinning after a recent call), which start a job at
+// once: below it, a thread's share is shorter than handing it over.
+constexpr int64_t kMinWorkPerAwakeThread = 1 << 13;
 
 }  // namespace knetcnn::cpu

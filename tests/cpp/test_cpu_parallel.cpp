@@ -99,6 +99,40 @@ TEST(CpuParallel, WorkersKeepOffTheCallersCpu) {
   }
 }
 
+// The threads that ran chunks of one call of `work` elements in all, each chunk busy for a while
+// (long enough for a worker to join, if it was asked).
+std::set<std::thread::id> runners_of(int64_t work) {
+  std::mutex mutex;
+  std::set<std::thread::id> runners;
+  cpu::parallel_for(64, work / 64, [&](int64_t, int64_t) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(20);
+    while (std::chrono::steady_clock::now() < until) {
+    }
+    std::lock_guard<std::mutex> lock(mutex);
+    runners.insert(std::this_thread::get_id());
+  });
+  return runners;
+}
+
+TEST(CpuParallel, SmallCallsShareOnlyWithWorkersAlreadyAwake) {
+  if (cpu::max_threads() < 2) GTEST_SKIP() << "one thread allowed here (affinity or KNETCNN_NUM_THREADS)";
+  // Too little work to wake a worker for, enough to share with one that is spinning: after a
+  // pause the call runs alone (and wakes the workers); the calls right after it share, once the
+  // woken worker runs (tens of microseconds). A few tries, as a worker's CPU may be busy with
+  // another process (ctest runs tests side by side).
+  const int64_t small = cpu::kMinWorkPerThread;  // one thread's worth by the sleeping workers' bound
+  static_assert(cpu::kMinWorkPerThread >= 4 * cpu::kMinWorkPerAwakeThread);
+  bool alone_after_pause = false, shared_right_after = false;
+  for (int attempt = 0; attempt < 20 && !(alone_after_pause && shared_right_after); ++attempt) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // the workers' spin ends: they sleep
+    const auto first = runners_of(small);
+    alone_after_pause |= first.size() == 1 && *first.begin() == std::this_thread::get_id();
+    for (int call = 0; call < 10 && !shared_right_after; ++call) shared_right_after = runners_of(small).size() >= 2;
+  }
+  EXPECT_TRUE(alone_after_pause) << "a small call after a pause woke a worker to share it";
+  EXPECT_TRUE(shared_right_after) << "a small call right after another did not share with the awake workers";
+}
+
 TEST(CpuParallel, ManyCallsInARowReuseThePool) {
   // Back-to-back calls meet workers still spinning from the last one, and calls after a pause
   // wake sleeping ones: both must finish every chunk before parallel_for returns.
