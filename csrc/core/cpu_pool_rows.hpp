@@ -54,10 +54,13 @@ void route_pairs(const double* in, const Block& b, const double* best, const dou
 // out[r * out_row_step + i] = scale * its NaN-blind first maximum; max_2x2_backward assigns
 // every cell of every window its share of grad * alpha (the first maximum's) or zero. Both
 // return whether any window holds NaN: those windows' results (all four dx cells, for the
-// backward) are arbitrary here, and the caller redoes them one by one.
+// backward) are arbitrary here, and the caller redoes them one by one. prefetch: ask for in's
+// and out's cache lines a few KiB ahead (for arrays too large for the caches).
 bool max_2x2(const float* in, int64_t in_x, const Block& b, float scale, float* out);
 bool max_2x2(const double* in, int64_t in_x, const Block& b, double scale, double* out);
-bool max_2x2_backward(const float* in, int64_t in_x, const Block& b, const float* grad, float alpha, float* out);
-bool max_2x2_backward(const double* in, int64_t in_x, const Block& b, const double* grad, double alpha, double* out);
+bool max_2x2_backward(const float* in, int64_t in_x, const Block& b, const float* grad, float alpha, float* out,
+                      bool prefetch);
+bool max_2x2_backward(const double* in, int64_t in_x, const Block& b, const double* grad, double alpha, double* out,
+                      bool prefetch);
 
 }  // namespace knetcnn::cpu::rows

@@ -69,6 +69,27 @@ def test_many_planes_over_threads_and_stacked_groups(dtype):
     np.testing.assert_allclose(got[:, 490:], reference.poolx(x[:, 490:], y[:, 490:], np.ones_like(y[:, 490:]), **kw), rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_arrays_beyond_the_caches_route_every_window(dtype):
+    # x of at least 4 MiB (cpu_pool.cpp, kPrefetchFromBytes): the 2x2 backward prefetches ahead
+    # of its rows. Odd planes (AlexNet's 227 x 227 stem, smaller) leave a last row and column that
+    # no window covers; ties and NaN windows take the careful route.
+    rng = np.random.default_rng(5)
+    x = rng.integers(-3, 4, (2, 8, 301, 301)).astype(dtype)
+    x[0, 3, 100, 51] = np.nan
+    assert x.nbytes >= 4 << 20
+    dy = rng.standard_normal((2, 8, 150, 150)).astype(dtype)
+    y = knetcnn.pool(x)
+    expect_y, gradient = _pool_2x2_by_reshape(x[:, :, :300, :300])  # argmax: the first NaN or maximum
+    np.testing.assert_array_equal(y, expect_y)
+    assert np.isnan(y[0, 3, 50, 25])
+    got = knetcnn.poolx(x, y, dy)
+    expect = np.zeros_like(x)
+    expect[:, :, :300, :300] = gradient(dy)
+    assert expect[0, 3, 100, 51] == dy[0, 3, 50, 25]  # the NaN cell takes its window's share
+    np.testing.assert_array_equal(got, expect)
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_pools_on_its_own_threads():
     # The kernels' worker threads exist in the parent only: a child forked after they ran must
