@@ -84,6 +84,37 @@ def test_backward_filter_products_in_either_orientation_match_reference(monkeypa
             assert got.dtype == dtype and got.flags.c_contiguous
 
 
+@pytest.mark.parametrize("blocks", ["whole", "tiny"])
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_backward_filter_item_by_item_matches_reference(monkeypatch, blocks, d):
+    """conv4w with few sums and long items reads dy in place, one product per item and group;
+    summed over items and blocks it gives the loop reference's dw, for dy in any layout."""
+    from knetcnn.cpu import conv
+
+    monkeypatch.setattr(conv, "MIN_ITEM_POSITIONS", 1)  # these small shapes take the per-item path
+    if blocks == "tiny":
+        use_tiny_blocks(monkeypatch)
+    products = []
+    by_items = conv._add_product_by_items
+    monkeypatch.setattr(conv, "_add_product_by_items", lambda *a: products.append(1) or by_items(*a))
+    rng = np.random.default_rng([83, d])
+    for group, strided_dy in ((1, False), (2, False), (1, True)):
+        w = rng.standard_normal((2 * group, 3) + (3,) * d)
+        x = rng.standard_normal((3, 3 * group) + (7,) * d)
+        kw = dict(padding=1, stride=(2,) + (1,) * (d - 1), mode=int(rng.integers(2)), group=group, alpha=-0.5)
+        dy = rng.standard_normal(reference.conv4(w, x, **kw).shape)
+        expect = reference.conv4w(w, x, dy, **kw)
+        for dtype in ("float64", "float32"):
+            dy_in = dy.astype(dtype)
+            if strided_dy:
+                dy_in = np.repeat(dy_in, 2, axis=-1)[..., ::2]
+            products.clear()
+            got = knetcnn.conv4w(w.astype(dtype), x.astype(dtype), dy_in, **kw)
+            tol = 1e-12 if dtype == "float64" else 1e-5
+            np.testing.assert_allclose(got, expect, rtol=tol, atol=tol * np.abs(expect).max(), err_msg=f"{group} {dtype}")
+            assert products or strided_dy, "per-item products did not run"
+
+
 def _strided_conv_config(rng):
     d = int(rng.integers(1, 4))
     k = rng.integers(1, (0, 5, 4, 3)[d], d)
