@@ -238,7 +238,7 @@ template <typename T, int Bytes>
 // than the caches (AlexNet's 227 x 227) otherwise wait on memory at every step: the hardware
 // prefetcher does not run far enough ahead of two input and two output rows at once. 4 KiB
 // ahead, one thread, float64 poolx: AlexNet's 0.56-0.59 ms against 1.4-1.8 ms without, VGG's
-// 0.75-0.78 against 0.85-1.27; 1 KiB or 16 KiB ahead helped less.
+// 0.75-0.78 against 0.85-1.27; 1, 2, 8 or 16 KiB ahead helped less.
 constexpr int64_t kPrefetchBytes = 4096;
 
 template <typename T>
