@@ -109,16 +109,18 @@ class ConvShape:
         GEMM reads or writes them in place with a leading dimension (row blocks: VGG, AlexNet; 5%
         faster there than a transposing copy).
         """
-        if b.n1 - b.n0 != 1 or a.dtype != dtype or not a.flags.aligned:
+        if b.n1 - b.n0 != 1:
             return None
-        view = a[b.n0, :, b.r0 : b.r1].view()
-        try:
-            view.shape = (self.o, -1)  # raises where the rows of a channel are not one run
-        except AttributeError:
+        view = _in_place(a[b.n0, :, b.r0 : b.r1], (self.o, -1), dtype)
+        if view is None:
             return None
         rows, cells = view.strides
         blas_ready = cells == view.itemsize and rows % view.itemsize == 0 and rows >= view.shape[1] * cells
         return view if blas_ready else None
+
+    def items_view(self, a: np.ndarray, b: _chunks.Block, dtype: np.dtype) -> np.ndarray | None:
+        """a[block] (dy) as (items, G, Og, positions) without a copy, or None where it takes one."""
+        return _in_place(a[b.n0 : b.n1, :, b.r0 : b.r1], (b.n1 - b.n0, self.groups, self.og, -1), dtype)
 
     def store(self, y: np.ndarray, b: _chunks.Block, out: np.ndarray) -> None:
         """y[block] = out, the GEMM's (O, columns)."""
@@ -131,6 +133,19 @@ class ConvShape:
         out = scratch.array("dy", part.shape)
         out[...] = part
         return out.reshape(self.o, -1)
+
+
+def _in_place(part: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+    """part reshaped to `shape` as a view of the same memory, or None where that needs a copy (a
+    channel's rows not one run) or part is not in the compute dtype, aligned."""
+    if part.dtype != dtype or not part.flags.aligned:
+        return None
+    view = part.view()
+    try:
+        view.shape = shape  # raises where the reshape would need a copy
+    except AttributeError:
+        return None
+    return view
 
 
 def _kernel_ready(a: np.ndarray, dtype: np.dtype) -> bool:

@@ -136,17 +136,9 @@ MIN_ITEM_POSITIONS = 512
 def _items_view(dy: np.ndarray, b, cv: ConvShape, dtype: np.dtype) -> np.ndarray | None:
     """dy[block] as (items, G, Og, positions) without a copy, or None where the product is better
     served by _add_product_nt (wide sums, short items, or dy not readable in place)."""
-    positions = cv.columns(b) // (b.n1 - b.n0)
-    if cv.og * cv.cg * cv.kp > THIN_OUTPUTS or positions < MIN_ITEM_POSITIONS:
+    if cv.og * cv.cg * cv.kp > THIN_OUTPUTS or cv.columns(b) // (b.n1 - b.n0) < MIN_ITEM_POSITIONS:
         return None
-    if dy.dtype != dtype or not dy.flags.aligned:
-        return None
-    view = dy[b.n0 : b.n1, :, b.r0 : b.r1].view()
-    try:
-        view.shape = (b.n1 - b.n0, cv.groups, cv.og, positions)  # raises where a channel's rows are not one run
-    except AttributeError:
-        return None
-    return view
+    return cv.items_view(dy, b, dtype)
 
 
 def _add_product_by_items(sums: np.ndarray, dy_items: np.ndarray, grouped_col: np.ndarray) -> None:
