@@ -174,6 +174,39 @@ TEST(CpuConv, WideStridedKernelsOverLongRows) {
                     rng, "row block");
 }
 
+// Windows strided along the last axis whose cells land in many columns: im2col splits each
+// plane's rows into phases first. The cases cover phases of unequal length (widths that the stride
+// does not divide), taps before the plane (padding) and past it, dilation, a block of output rows
+// over a volume of some input rows, three axes, gaps between elements, and float32 / float64.
+TEST(CpuConv, StridedRowsSplitIntoPhases) {
+  std::mt19937 rng(9);
+  struct Case {
+    Strided v;
+    ConvWindow w;
+    const char* what;
+  };
+  const Case cases[] = {
+      {strided({2, 3, 1, 27, 43}), window({1, 11, 11}, {1, 4, 4}, {1, 1, 1}, {0, 0, 0}, {1, 5, 9}), "AlexNet-like, 43 = 4 * 10 + 3"},
+      {strided({1, 2, 1, 9, 30}), window({1, 5, 5}, {1, 2, 2}, {1, 1, 1}, {0, 2, 2}, {1, 5, 15}), "5 x 5, stride 2, padding 2"},
+      {strided({1, 2, 1, 7, 31}), window({1, 3, 7}, {1, 1, 3}, {1, 1, 2}, {0, 1, 4}, {1, 7, 9}), "dilation 2, stride 3"},
+      {strided({2, 1, 1, 12, 40}), window({1, 7, 7}, {1, 2, 2}, {1, 1, 1}, {0, 3, 3}, {1, 6, 20}, {0, 2, 0}, {0, 1, 0}),
+       "rows [2, 6) over input rows [1, 13)"},
+      {strided({1, 2, 5, 6, 19}), window({3, 3, 6}, {2, 1, 2}, {1, 1, 1}, {1, 1, 2}, {3, 6, 9}), "3-D"},
+      {strided({1, 2, 1, 8, 25}, 2), window({1, 5, 9}, {1, 2, 3}, {1, 1, 1}, {0, 2, 4}, {1, 4, 9}), "gaps between elements"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    EXPECT_TRUE(cpu::im2col_splits_phases<float>(Volume<const float>{nullptr, c.v.shape, c.v.strides}, c.w));
+    check_case<float>(c.v, c.w, rng, c.what);
+    check_case<double>(c.v, c.w, rng, c.what);
+  }
+  // 3 x 3 at stride 2 copies each cell about twice: splitting costs more than it saves.
+  const Strided v = strided({1, 2, 1, 16, 16});
+  const ConvWindow w = window({1, 3, 3}, {1, 2, 2}, {1, 1, 1}, {0, 1, 1}, {1, 8, 8});
+  EXPECT_FALSE(cpu::im2col_splits_phases<float>(Volume<const float>{nullptr, v.shape, v.strides}, w));
+  check_case<float>(v, w, rng, "3 x 3, stride 2");
+}
+
 TEST(CpuConv, ThreadedBlocksMatchTheLoops) {
   std::mt19937 rng(6);
   // Enough work for parallel_for to use every thread: channels and kernel taps split the gather,
