@@ -153,19 +153,20 @@ std::pair<int64_t, int64_t> cells_read(const ConvWindow& w, int axis, int64_t ce
   return {lo, std::clamp<int64_t>(last + 1, lo, cells)};
 }
 
-// A window strided along the last axis copies each row as out[j] = in[j * step], a scalar load and
-// store per cell (0.3-0.5 ns here for AlexNet's stem; GCC's vectorised versions of the loop were
-// no faster, AVX-512's twice as slow). Where each cell lands in many columns (AlexNet's stem: 11
-// taps at stride 4, ~2.75 copies per cell along that axis and 7.6 in all), each (item, channel)
-// plane's rows are first split once into their `step` phases, cell m going to phase m % step at
-// m / step: every tap's row is then one contiguous run of a phase.
-template <typename T>
+// A window strided along the last axis copies each row as out[j] = in[j * step] (col2im: adds), a
+// scalar load and store per cell (0.3-0.5 ns here for AlexNet's stem; GCC's vectorised versions of
+// the loop were no faster, AVX-512's twice as slow). Where each cell lands in many columns
+// (AlexNet's stem: 11 taps at stride 4, ~2.75 copies per cell along that axis and 7.6 in all),
+// each (item, channel) plane's rows are split once into their `step` phases, cell m going to
+// phase m % step at m / step: every tap's row is then one contiguous run of a phase. col2im adds
+// into a zeroed split plane and adds that back into dx once.
 class PhasePlanes {
  public:
-  PhasePlanes(const Volume<const T>& x, const ConvWindow& w)
-      : x_(x), step_(w.stride[2]), span_(ceil_div(x.shape[4], w.stride[2])) {
-    std::tie(d_lo_, d_hi_) = cells_read(w, 0, x.shape[2]);
-    std::tie(h_lo_, h_hi_) = cells_read(w, 1, x.shape[3]);
+  template <typename T>
+  PhasePlanes(const Volume<T>& v, const ConvWindow& w)
+      : shape_(v.shape), strides_(v.strides), step_(w.stride[2]), span_(ceil_div(v.shape[4], w.stride[2])) {
+    std::tie(d_lo_, d_hi_) = cells_read(w, 0, v.shape[2]);
+    std::tie(h_lo_, h_hi_) = cells_read(w, 1, v.shape[3]);
   }
 
   // Elements of one split plane: its rows of `step` phases of `span` cells.
@@ -175,26 +176,27 @@ class PhasePlanes {
   // stride 2, 2.2 times, gathered 1.2x slower split; 5x5 and 7x7 at stride 2 and 11x11 at stride
   // 4, 6-7 times, in 0.6-0.8x the time). The split plane must also stay within L2 (1 MiB per core
   // here) for the copies that read it back.
-  static bool worth_it(const Volume<const T>& x, const ConvWindow& w, int64_t kernel_size, int64_t box_size) {
+  template <typename T>
+  static bool worth_it(const Volume<T>& v, const ConvWindow& w, int64_t kernel_size, int64_t box_size) {
     if (w.stride[2] < 2) return false;
-    const PhasePlanes split(x, w);
+    const PhasePlanes split(v, w);
     return split.size() * int64_t(sizeof(T)) <= kMaxSplitBytes && kernel_size * box_size >= 4 * split.size();
   }
 
-  // buf = plane (n, c) split into phases.
-  void split(int64_t n, int64_t c, T* buf) const {
-    const int64_t cells = x_.shape[4], cell_step = x_.strides[4];
-    for (int64_t d = d_lo_; d < d_hi_; ++d) {
-      for (int64_t h = h_lo_; h < h_hi_; ++h, buf += step_ * span_) {
-        const T* row = x_.data + n * x_.strides[0] + c * x_.strides[1] + d * x_.strides[2] + h * x_.strides[3];
-        for (int64_t q = 0; q < step_ && q < cells; ++q) {
-          const int64_t length = ceil_div(cells - q, step_);
-          const T* in = row + q * cell_step;
-          T* out = buf + q * span_;
-          for (int64_t j = 0; j < length; ++j) out[j] = in[j * step_ * cell_step];
-        }
-      }
-    }
+  // buf = plane (n, c) of the volume at `data`, split into phases.
+  template <typename T>
+  void split(const T* data, int64_t n, int64_t c, T* buf) const {
+    each_phase_run(data, n, c, buf, [](T* out, const T* in, int64_t step, int64_t length) {
+      for (int64_t j = 0; j < length; ++j) out[j] = in[j * step];
+    });
+  }
+
+  // Plane (n, c) of the volume at `data` += buf, a split plane.
+  template <typename T>
+  void add_back(const T* buf, T* data, int64_t n, int64_t c) const {
+    each_phase_run(data, n, c, const_cast<T*>(buf), [](T* in, T* out, int64_t step, int64_t length) {
+      for (int64_t j = 0; j < length; ++j) out[j * step] += in[j];
+    });
   }
 
   // Where, in a split plane, the run of row (d, h) that starts at cell m (>= 0) begins.
@@ -207,36 +209,64 @@ class PhasePlanes {
 
  private:
   static constexpr int64_t kMaxSplitBytes = 1 << 20;
-  const Volume<const T>& x_;
+
+  // run(phase run in buf, its first cell in the volume, cell step, length) for every phase of
+  // every row of plane (n, c) that the window reads.
+  template <typename T, typename U, typename Run>
+  void each_phase_run(U* data, int64_t n, int64_t c, T* buf, Run run) const {
+    const int64_t cells = shape_[4];
+    for (int64_t d = d_lo_; d < d_hi_; ++d) {
+      for (int64_t h = h_lo_; h < h_hi_; ++h, buf += step_ * span_) {
+        U* row = data + n * strides_[0] + c * strides_[1] + d * strides_[2] + h * strides_[3];
+        for (int64_t q = 0; q < step_ && q < cells; ++q)
+          run(buf + q * span_, row + q * strides_[4], step_ * strides_[4], ceil_div(cells - q, step_));
+      }
+    }
+  }
+
+  std::array<int64_t, 5> shape_, strides_;
   int64_t step_, span_, d_lo_ = 0, d_hi_ = 0, h_lo_ = 0, h_hi_ = 0;
+};
+
+// The run of tap k's box row j0 in a split plane, or nullptr where none of its cells is inside:
+// calls visit(run, rows inside from row t[1].lo on, their step in the split plane).
+template <typename T>
+struct PhaseRuns {
+  const PhasePlanes& phases;
+  const std::array<Taps, 3>& t;
+
+  T* run(T* buf, int64_t j0) const {
+    if (t[1].lo >= t[1].hi || t[2].lo >= t[2].hi || j0 < t[0].lo || j0 >= t[0].hi) return nullptr;
+    return buf + phases.offset(t[0].first + j0 * t[0].step, t[1].first + t[1].lo * t[1].step,
+                               t[2].first + t[2].lo * t[2].step);
+  }
+  int64_t row_step() const { return t[1].step * phases.row_size(); }
 };
 
 // im2col through PhasePlanes: threads take (channel, item) pairs, each splitting its plane once
 // and then writing every kernel index's columns of it.
 template <typename T>
 void im2col_by_phases(const Block<const T>& b, const Volume<const T>& x, const ConvWindow& w, T* col, bool parallel) {
-  const PhasePlanes<T> phases(x, w);
+  const PhasePlanes phases(x, w);
   const int64_t rows = b.box[1], width = b.box[2], plane = rows * width;
   run_tasks(parallel, b.channels * b.items, b.kernel_size * b.box_size, [&](int64_t begin, int64_t end) {
     std::vector<T> buf(phases.size());
     for (int64_t task = begin; task < end; ++task) {
       const int64_t c = task / b.items, n = task % b.items;
-      phases.split(n, c, buf.data());
+      phases.split(x.data, n, c, buf.data());
       for (int64_t k = 0; k < b.kernel_size; ++k) {
         const auto t = b.taps_of(k);
-        const bool any = t[1].lo < t[1].hi && t[2].lo < t[2].hi;
+        const PhaseRuns<T> runs{phases, t};
         const int64_t above = t[1].lo * width, inside = t[1].hi - t[1].lo, below = (rows - t[1].hi) * width;
-        const int64_t h = t[1].first + t[1].lo * t[1].step, m = t[2].first + t[2].lo * t[2].step;
-        const int64_t row_step = t[1].step * phases.row_size(), length = t[2].hi - t[2].lo;
         T* out = col + ((c * b.kernel_size + k) * b.items + n) * b.box_size;
         for (int64_t j0 = 0; j0 < b.box[0]; ++j0, out += plane) {
-          if (!any || j0 < t[0].lo || j0 >= t[0].hi) {
+          const T* in = runs.run(buf.data(), j0);
+          if (in == nullptr) {
             zero(out, plane);
             continue;
           }
-          const T* in = buf.data() + phases.offset(t[0].first + j0 * t[0].step, h, m);
           zero(out, above);
-          gather_rows(out + above, width, in, row_step, int64_t{1}, inside, t[2].lo, length);
+          gather_rows(out + above, width, in, runs.row_step(), int64_t{1}, inside, t[2].lo, t[2].hi - t[2].lo);
           zero(out + above + inside * width, below);
         }
       }
@@ -244,19 +274,47 @@ void im2col_by_phases(const Block<const T>& b, const Volume<const T>& x, const C
   });
 }
 
+// col2im through PhasePlanes: threads take (channel, item) pairs (disjoint dx planes), each adding
+// every kernel index's columns into a zeroed split plane and that into dx once.
+template <typename T>
+void col2im_by_phases(const Block<T>& b, const T* col, const ConvWindow& w, const Volume<T>& dx, bool parallel) {
+  const PhasePlanes phases(dx, w);
+  const int64_t width = b.box[2], plane = b.box[1] * width;
+  run_tasks(parallel, b.channels * b.items, b.kernel_size * b.box_size, [&](int64_t begin, int64_t end) {
+    std::vector<T> buf(phases.size());
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t c = task / b.items, n = task % b.items;
+      std::fill(buf.begin(), buf.end(), T(0));
+      for (int64_t k = 0; k < b.kernel_size; ++k) {
+        const auto t = b.taps_of(k);
+        const PhaseRuns<T> runs{phases, t};
+        const int64_t skip = t[1].lo * width + t[2].lo, length = t[2].hi - t[2].lo;
+        const T* in = col + ((c * b.kernel_size + k) * b.items + n) * b.box_size + skip;
+        for (int64_t j0 = 0; j0 < b.box[0]; ++j0, in += plane) {
+          T* out = runs.run(buf.data(), j0);
+          if (out == nullptr) continue;
+          const T* row = in;
+          for (int64_t r = t[1].lo; r < t[1].hi; ++r, row += width, out += runs.row_step()) add_row(out, row, 1, length);
+        }
+      }
+      phases.add_back(buf.data(), dx.data, n, c);
+    }
+  });
+}
+
 }  // namespace
 
 template <typename T>
-bool im2col_splits_phases(const Volume<const T>& x, const ConvWindow& w) {
+bool splits_into_phases(const Volume<const T>& x, const ConvWindow& w) {
   const Block<const T> b(x, w);
-  return b.box_size > 0 && PhasePlanes<T>::worth_it(x, w, b.kernel_size, b.box_size);
+  return b.box_size > 0 && PhasePlanes::worth_it(x, w, b.kernel_size, b.box_size);
 }
 
 template <typename T>
 void im2col(const Volume<const T>& x, const ConvWindow& w, T* col, bool parallel) {
   const Block<const T> b(x, w);
   if (b.box_size == 0) return;  // no columns (and maybe no col to write them to)
-  if (im2col_splits_phases(x, w)) return im2col_by_phases(b, x, w, col, parallel);
+  if (splits_into_phases(x, w)) return im2col_by_phases(b, x, w, col, parallel);
   const int64_t rows = b.box[1], width = b.box[2];
   // Threads take (channel, kernel index) pairs: each writes its own contiguous stretch of col.
   run_tasks(parallel, b.channels * b.kernel_size, b.items * b.box_size, [&](int64_t begin, int64_t end) {
@@ -288,6 +346,8 @@ template <typename T>
 void col2im(const T* col, const ConvWindow& w, const Volume<T>& dx, bool parallel) {
   const Block<T> b(dx, w);
   if (b.box_size == 0) return;
+  if (splits_into_phases(Volume<const T>{dx.data, dx.shape, dx.strides}, w))
+    return col2im_by_phases(b, col, w, dx, parallel);
   const int64_t width = b.box[2];
   // Threads take (channel, item range) pairs, whose dx planes are disjoint; with fewer channels
   // than threads the items are cut into ranges too.
@@ -314,8 +374,8 @@ void col2im(const T* col, const ConvWindow& w, const Volume<T>& dx, bool paralle
   });
 }
 
-template bool im2col_splits_phases<float>(const Volume<const float>&, const ConvWindow&);
-template bool im2col_splits_phases<double>(const Volume<const double>&, const ConvWindow&);
+template bool splits_into_phases<float>(const Volume<const float>&, const ConvWindow&);
+template bool splits_into_phases<double>(const Volume<const double>&, const ConvWindow&);
 template void im2col<float>(const Volume<const float>&, const ConvWindow&, float*, bool);
 template void im2col<double>(const Volume<const double>&, const ConvWindow&, double*, bool);
 template void col2im<float>(const float*, const ConvWindow&, const Volume<float>&, bool);

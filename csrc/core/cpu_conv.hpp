@@ -50,11 +50,11 @@ void check_no_self_overlap(const char* function, const char* argument, const std
 template <typename T>
 void im2col(const Volume<const T>& x, const ConvWindow& window, T* col, bool parallel);
 
-// Whether im2col splits each plane's rows into their phases before gathering (windows strided
-// along the last axis whose cells each land in several columns; see cpu_conv.cpp). The result is
-// the same either way; tests use this to cover both paths.
+// Whether im2col and col2im go through each plane's rows split into their phases (windows
+// strided along the last axis whose cells each land in several columns; see cpu_conv.cpp). The
+// result is the same either way; tests use this to cover both paths.
 template <typename T>
-bool im2col_splits_phases(const Volume<const T>& x, const ConvWindow& window);
+bool splits_into_phases(const Volume<const T>& x, const ConvWindow& window);
 
 // dx += the adjoint of im2col applied to col. dx must not overlap itself. With `parallel`,
 // parallel_for's threads split the channels (and items, if there are fewer channels than

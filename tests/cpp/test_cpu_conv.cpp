@@ -196,14 +196,14 @@ TEST(CpuConv, StridedRowsSplitIntoPhases) {
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.what);
-    EXPECT_TRUE(cpu::im2col_splits_phases<float>(Volume<const float>{nullptr, c.v.shape, c.v.strides}, c.w));
+    EXPECT_TRUE(cpu::splits_into_phases<float>(Volume<const float>{nullptr, c.v.shape, c.v.strides}, c.w));
     check_case<float>(c.v, c.w, rng, c.what);
     check_case<double>(c.v, c.w, rng, c.what);
   }
   // 3 x 3 at stride 2 copies each cell about twice: splitting costs more than it saves.
   const Strided v = strided({1, 2, 1, 16, 16});
   const ConvWindow w = window({1, 3, 3}, {1, 2, 2}, {1, 1, 1}, {0, 1, 1}, {1, 8, 8});
-  EXPECT_FALSE(cpu::im2col_splits_phases<float>(Volume<const float>{nullptr, v.shape, v.strides}, w));
+  EXPECT_FALSE(cpu::splits_into_phases<float>(Volume<const float>{nullptr, v.shape, v.strides}, w));
   check_case<float>(v, w, rng, "3 x 3, stride 2");
 }
 
