@@ -194,7 +194,7 @@ class PhasePlanes {
   // Plane (n, c) of the volume at `data` += buf, a split plane.
   template <typename T>
   void add_back(const T* buf, T* data, int64_t n, int64_t c) const {
-    each_phase_run(data, n, c, const_cast<T*>(buf), [](T* in, T* out, int64_t step, int64_t length) {
+    each_phase_run(data, n, c, buf, [](const T* in, T* out, int64_t step, int64_t length) {
       for (int64_t j = 0; j < length; ++j) out[j * step] += in[j];
     });
   }
@@ -212,12 +212,12 @@ class PhasePlanes {
 
   // run(phase run in buf, its first cell in the volume, cell step, length) for every phase of
   // every row of plane (n, c) that the window reads.
-  template <typename T, typename U, typename Run>
-  void each_phase_run(U* data, int64_t n, int64_t c, T* buf, Run run) const {
+  template <typename Cell, typename SplitCell, typename Run>
+  void each_phase_run(Cell* data, int64_t n, int64_t c, SplitCell* buf, Run run) const {
     const int64_t cells = shape_[4];
     for (int64_t d = d_lo_; d < d_hi_; ++d) {
       for (int64_t h = h_lo_; h < h_hi_; ++h, buf += step_ * span_) {
-        U* row = data + n * strides_[0] + c * strides_[1] + d * strides_[2] + h * strides_[3];
+        Cell* row = data + n * strides_[0] + c * strides_[1] + d * strides_[2] + h * strides_[3];
         for (int64_t q = 0; q < step_ && q < cells; ++q)
           run(buf + q * span_, row + q * strides_[4], step_ * strides_[4], ceil_div(cells - q, step_));
       }

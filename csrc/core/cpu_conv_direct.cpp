@@ -14,13 +14,11 @@
 #include <utility>
 #include <vector>
 
+#include "cpu_conv_columns.hpp"
+#include "cpu_isa.hpp"
 #include "cpu_parallel.hpp"
 #include "int_division.hpp"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__) && \
-    !defined(__SANITIZE_THREAD__)
-#define KNETCNN_X86_DISPATCH 1
-#endif
 
 // The vector helpers take and return vectors wider than the baseline's registers; they are
 // always inlined, so the ABI note GCC gives for such signatures (-Wpsabi) concerns no real call.
@@ -492,6 +490,7 @@ void direct_conv2d(const DirectConv& d, const T* x, const T* w, T* y) {
   const int64_t rows_per_block = (d.out_h + blocks_per_item - 1) / blocks_per_item;
   const int64_t blocks = (d.out_h + rows_per_block - 1) / rows_per_block;
   const int64_t fmas_per_task = rows_per_block * d.out_w * d.outputs * (d.channels / d.groups) * d.kh * d.kw;
+  const bool scatter_columns = column_scatter_fits<T>(d);
   parallel_for(d.items * blocks, fmas_per_task, [&](int64_t begin, int64_t end) {
     std::vector<T> copy;
     for (int64_t task = begin; task < end; ++task) {
@@ -499,6 +498,10 @@ void direct_conv2d(const DirectConv& d, const T* x, const T* w, T* y) {
       const int64_t r1 = std::min(d.out_h, r0 + rows_per_block);
       const T* x_item = x + n * d.channels * d.height * d.width;
       T* y_item = y + n * d.outputs * d.out_h * d.out_w;
+      if (scatter_columns) {
+        column_scatter_rows(d, x_item, w, y_item, r0, r1);
+        continue;
+      }
       const Reach at = reach(d, r0, r1);
       if (inside_x(d, at)) {
         rows_of_item_any_isa(d, x_item + at.top * d.width + at.left, d.height * d.width, d.width, w, y_item, r0, r1);

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_conv_columns.hpp"
 #include "cpu_conv_direct.hpp"
 #include "expect_errors.hpp"
 
@@ -131,6 +132,42 @@ TEST(CpuConvDirect, OneOutputTilesThatShareRows) {
           expect_matches_naive<float>(d, rng, "one output, float");
         }
   });
+}
+
+// One output per group with many channels x row taps (cpu_conv_columns: input columns in
+// registers, scattered into the output rows), under AVX-512VL; other CPUs run the output tiles,
+// and the results must be the same. Rows of one tile and of two (the second moved back, its
+// lanes the first covered left out), padding beyond the kernel and negative, dilation, outputs
+// beyond what the taps reach (zeros), two groups, and one item (tasks of a few rows each).
+TEST(CpuConvDirect, OneOutputPerGroupScatteredByColumns) {
+  struct Case {
+    int64_t items, channels, height, width, groups, kh, kw, pad_h, pad_w, dil_h, dil_w, out_h, out_w;
+    bool is_float;
+  };
+  const Case cases[] = {
+      {3, 20, 24, 24, 1, 5, 5, 4, 4, 1, 1, 28, 28, false},    // LeNet's conv4x
+      {2, 16, 9, 60, 1, 3, 3, 1, 1, 1, 1, 9, 60, false},       // two tiles of 32 columns
+      {2, 24, 8, 32, 2, 4, 3, 5, -1, 1, 2, 14, 35, false},     // two groups, out_h beyond the taps
+      {1, 20, 12, 24, 1, 5, 5, 2, 6, 2, 1, 10, 33, false},     // one item, row dilation
+      {2, 16, 7, 48, 1, 3, 5, 1, 2, 1, 1, 7, 48, true},        // float: a tile of 48 columns
+      {2, 16, 7, 90, 1, 3, 5, 1, 2, 1, 2, 7, 86, true},        // float, two tiles, dilation
+  };
+  std::mt19937 rng(41);
+  for (const Case& c : cases) {
+    DirectConv d;
+    d.items = c.items, d.channels = c.channels, d.height = c.height, d.width = c.width;
+    d.outputs = c.groups, d.groups = c.groups, d.kh = c.kh, d.kw = c.kw;
+    d.pad_h = c.pad_h, d.pad_w = c.pad_w, d.dil_h = c.dil_h, d.dil_w = c.dil_w, d.out_h = c.out_h, d.out_w = c.out_w;
+    const bool fits = c.is_float ? cpu::column_scatter_fits<float>(d) : cpu::column_scatter_fits<double>(d);
+    EXPECT_EQ(fits, cpu::direct_isa() == cpu::DirectIsa::Avx512) << "width " << c.width;
+    for_each_isa([&] {
+      if (c.is_float) {
+        expect_matches_naive<float>(d, rng, "scattered by columns, float");
+      } else {
+        expect_matches_naive<double>(d, rng, "scattered by columns, double");
+      }
+    });
+  }
 }
 
 TEST(CpuConvDirect, TheVersionCapIsObeyed) {

@@ -2,7 +2,9 @@
 
 When each output sums over few terms (LeNet's first layer: 1 channel x 25 taps), im2col's copy
 and a thin BLAS product cost more than the arithmetic; the direct kernel keeps a tile of outputs
-in registers and reads x in place. It serves 1-D and 2-D convolutions at stride 1 (any padding,
+in registers and reads x in place. With one output per group and many channels x row taps
+(LeNet's conv4x) it keeps input columns in registers instead and scatters them into the output
+rows (csrc/core/cpu_conv_columns), multiplying none of the padding. It serves 1-D and 2-D convolutions at stride 1 (any padding,
 dilation, groups, mode) whose arrays are already in the compute dtype; everything else stays
 with im2col + BLAS (conv.py).
 
