@@ -6,6 +6,8 @@ per-axis values, the cuDNN backend turns them into descriptors.
 
 from __future__ import annotations
 
+import numpy as np
+
 from . import _args
 from ._core import core
 
@@ -88,7 +90,8 @@ _FLOAT32_MAX = 3.4028234663852886e38
 
 def alpha(function: str, value, *, nonzero: bool = False, dtype: str = "float64") -> float:
     """alpha as a float. Finite, non-zero where unpool divides by it, and for half, bfloat16 and
-    float arrays within float32's range (alpha and unpool's 1/alpha): cuDNN takes the scalars as
+    float arrays within float32's range, not rounding to 0 there unless 0 (alpha and unpool's
+    1/alpha): cuDNN takes the scalars as
     host floats there, and the CPU backend computes in float32, so a larger value would turn into
     inf on one backend and not the other. Memoized like the geometries (a training loop passes the
     same alpha every call) for ints and floats, per rule set: zero allowed or not, float64 or not."""
@@ -105,8 +108,9 @@ def _checked_alpha(function, value, nonzero, dtype):
     core.check_alpha(function, a, nonzero)
     if dtype != "float64":
         scalars = (a, 1.0 / a) if nonzero else (a,)
-        if any(abs(v) > _FLOAT32_MAX for v in scalars):
+        # A non-zero value that rounds to 0 in float32 is out of range too: inf * alpha would be NaN.
+        if any(abs(v) > _FLOAT32_MAX or (v != 0 and np.float32(v) == 0) for v in scalars):
             what = "alpha and 1/alpha" if nonzero else "alpha"
             raise ValueError(f"{function}: alpha={a!r}: for {dtype} arrays {what} must be within float32's range "
-                             f"(magnitude <= 3.4028235e38): cuDNN takes it as a float")
+                             f"(magnitude <= 3.4028235e38, and >= 1e-45 unless 0): cuDNN takes it as a float")
     return a

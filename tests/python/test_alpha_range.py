@@ -15,6 +15,18 @@ def test_alpha_beyond_float32_is_refused_for_single_precision():
     np.testing.assert_allclose(knetcnn.conv4(w, x, alpha=3.4e38), 3.4e38, rtol=1e-6)
 
 
+def test_alpha_that_rounds_to_zero_in_float32_is_refused_for_half_and_single_precision():
+    """Found by `make fuzz`: float16 inf pooled with alpha=6.3e-65 gave NaN (alpha became 0 in
+    float32, and inf * 0 is NaN) where the formula gives inf."""
+    x = np.full((1, 1, 1), np.inf, np.float16)
+    with pytest.raises(ValueError, match=r"pool: alpha=6\.3e-65: for float16 arrays alpha must be within .* unless 0"):
+        knetcnn.pool(x, window=1, alpha=6.3e-65)
+    # the smallest float32 subnormal is still accepted, zero too, and float64 data keeps its range
+    assert knetcnn.pool(x.astype(np.float32), window=1, alpha=1.4e-45)[0, 0, 0] == np.inf
+    assert knetcnn.pool(np.ones((1, 1, 1), np.float32), window=1, alpha=0)[0, 0, 0] == 0
+    assert knetcnn.pool(x.astype(np.float64), window=1, alpha=6.3e-65)[0, 0, 0] == np.inf
+
+
 def test_unpool_checks_one_over_alpha_too():
     x = np.ones((1, 1, 2), np.float16)
     with pytest.raises(ValueError, match=r"unpool: alpha=1e-40: .* alpha and 1/alpha must be within"):
