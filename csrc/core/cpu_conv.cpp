@@ -228,8 +228,9 @@ class PhasePlanes {
   int64_t step_, span_, d_lo_ = 0, d_hi_ = 0, h_lo_ = 0, h_hi_ = 0;
 };
 
-// The run of tap k's box row j0 in a split plane, or nullptr where none of its cells is inside:
-// calls visit(run, rows inside from row t[1].lo on, their step in the split plane).
+// Where one kernel index's taps (t) read a split plane: run() gives the start of box row j0's
+// first row inside the volume (row t[1].lo, cell t[2].lo), or nullptr where none of its cells is
+// inside; row_step() the distance to the next such row.
 template <typename T>
 struct PhaseRuns {
   const PhasePlanes& phases;

@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <utility>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__) && \
-    !defined(__SANITIZE_THREAD__)
+#include "cpu_isa.hpp"
+
+#ifdef KNETCNN_X86_DISPATCH
 #define KNETCNN_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
-#define KNETCNN_X86_DISPATCH 1
 #else
 #define KNETCNN_VECTOR_CLONES
 #endif
