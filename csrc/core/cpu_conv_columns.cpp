@@ -32,18 +32,6 @@ constexpr int64_t tile_width(int64_t kw) {
   return v[kw] * kLanes<T>;
 }
 
-// The taps a in [begin, end) whose input row i - pad + a * dil lies in [0, height).
-struct RowTaps {
-  int64_t begin, end;
-};
-
-RowTaps row_taps(const DirectConv& d, int64_t i) {
-  const int64_t first = i - d.pad_h;  // tap 0's input row
-  const int64_t begin = std::clamp<int64_t>(ceil_div(-first, d.dil_h), 0, d.kh);
-  const int64_t end = std::clamp<int64_t>(ceil_div(d.height - first, d.dil_h), begin, d.kh);
-  return {begin, end};
-}
-
 #ifdef KNETCNN_X86_DISPATCH
 // One output row i of group g into `line` (zeroed; output column j at line[j - j_lo]). Tiles of
 // NV vectors walk the input row; the last one is moved back to end at the row's end, and its
@@ -56,8 +44,9 @@ __attribute__((target("avx512f,avx512vl,avx2,fma"))) void scatter_row(const Dire
   constexpr int NV = kVectors<KW>;
   constexpr int64_t lanes = kLanes<T>, width = NV * lanes;
   const int64_t cg = d.channels / d.groups, plane = d.height * d.width;
-  const RowTaps taps = row_taps(d, i);
-  if (taps.begin == taps.end) return;
+  const int64_t first = i - d.pad_h;  // tap 0's input row
+  const auto [a_begin, a_end] = reaching(first, first, d.dil_h, d.height, d.kh);
+  if (a_begin == a_end) return;
   for (int64_t done = 0, m0 = 0; done < d.width; done = m0 + width) {
     m0 = std::min(done, d.width - width);
     V acc[KW][NV];
@@ -66,7 +55,7 @@ __attribute__((target("avx512f,avx512vl,avx2,fma"))) void scatter_row(const Dire
 #pragma GCC unroll 8
       for (int q = 0; q < NV; ++q) acc[b][q] = V{};
     for (int64_t c = 0; c < cg; ++c) {
-      for (int64_t a = taps.begin; a < taps.end; ++a) {
+      for (int64_t a = a_begin; a < a_end; ++a) {
         const T* row = x_group + c * plane + (i - d.pad_h + a * d.dil_h) * d.width + m0;
         const T* weights = w_group + (c * d.kh + a) * KW;
         V in[NV];

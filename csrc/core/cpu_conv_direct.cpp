@@ -27,14 +27,6 @@
 namespace knetcnn::cpu {
 namespace {
 
-// Taps [begin, end) of a kernel of k taps at dilation `dil` that reach cells [0, cells) from
-// outputs whose tap 0 reads cells first_lo..first_hi: the other taps read only padding.
-std::pair<int64_t, int64_t> reaching(int64_t first_lo, int64_t first_hi, int64_t dil, int64_t cells, int64_t k) {
-  const int64_t begin = std::clamp<int64_t>(ceil_div(-first_hi, dil), 0, k);
-  const int64_t end = std::clamp<int64_t>(floor_div(cells - 1 - first_lo, dil) + 1, begin, k);
-  return {begin, end};
-}
-
 // Everything a tile needs. `in` is the input cell that tap (0, 0) of the tile's first output
 // row and column reads, in its group's first channel; `w` holds the tile's first output's
 // weights and `out` is its first output cell.
@@ -459,6 +451,12 @@ void copy_padded(const DirectConv& d, const Reach& at, const T* x_item, T* copy)
 std::atomic<DirectIsa> isa_cap{DirectIsa::Avx512};
 
 }  // namespace
+
+std::pair<int64_t, int64_t> reaching(int64_t first_lo, int64_t first_hi, int64_t dil, int64_t cells, int64_t k) {
+  const int64_t begin = std::clamp<int64_t>(ceil_div(-first_hi, dil), 0, k);
+  const int64_t end = std::clamp<int64_t>(floor_div(cells - 1 - first_lo, dil) + 1, begin, k);
+  return {begin, end};
+}
 
 DirectIsa widest_direct_isa() {
 #ifdef KNETCNN_X86_DISPATCH

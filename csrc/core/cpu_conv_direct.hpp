@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 
 namespace knetcnn::cpu {
 
@@ -33,6 +34,10 @@ void check_direct_conv(const char* function, const DirectConv& d);
 // need not be initialized). Items and output rows are split over parallel_for's threads.
 template <typename T>
 void direct_conv2d(const DirectConv& d, const T* x, const T* w, T* y);
+
+// Taps [begin, end) of a kernel of k taps at dilation `dil` that reach cells [0, cells) from
+// outputs whose tap 0 reads cells first_lo..first_hi: the other taps read only padding.
+std::pair<int64_t, int64_t> reaching(int64_t first_lo, int64_t first_hi, int64_t dil, int64_t cells, int64_t k);
 
 // The kernel's versions, by instruction set: SSE2's 16-byte vectors; AVX2's 32-byte vectors;
 // AVX-512VL's 32-byte vectors in 32 registers (room for one-output tiles that share loads across
