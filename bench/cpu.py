@@ -2,7 +2,8 @@
 
 Times conv4, conv4x, conv4w, pool and poolx on LeNet, VGG, ResNet and AlexNet-stem shapes in
 float32 and float64 (medians over rounds of samples; a sample repeats a short call to 2 ms) and
-prints ours/torch ratios (the median over rounds of each round's ratio of medians). conv4 runs
+prints ours/torch ratios (the median over rounds of each round's ratio of medians). A round
+measures every case once, so each case's rounds are spread over the whole run. conv4 runs
 with mode=1, PyTorch's cross-correlation; conv4x is compared with torch.nn.grad.conv2d_input,
 conv4w with conv2d_weight; pool is a 2x2 max pool of the conv input, and poolx is compared with
 PyTorch's max-pool backward given the forward's saved indices (ours recomputes the argmax from x,
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -100,33 +102,49 @@ def _block(fn, number: int, reps: int) -> list[float]:
     return run
 
 
-def timed(*fns, reps: int, rounds: int) -> tuple[list[float], float]:
-    """Median seconds per call of each fn() over `rounds` rounds of `reps` samples, and the median
-    over rounds of the first function's time relative to the second's.
+class Case:
+    """One row of the table: an op on a shape and dtype, ours and (when torch is there) theirs."""
 
-    Each round runs every function in its own block, after a pause long enough for the other
-    library's idle worker threads to stop spinning (OpenBLAS's spin for ~0.1 s after a call;
-    without the pause a library measured right after the other one runs several times slower)
-    and a warm-up call. The blocks' order turns every round, so neither side always runs first
-    (on a warm or a cold cache, early or late in a burst of outside load). Ratios are taken
-    within a round, so that load arriving from outside (other virtual machines on the same
-    cores, invisible from here) tends to fall on both sides of a ratio.
-    """
-    numbers = [calls_per_sample(fn) for fn in fns]
-    times: list[list[float]] = [[] for _ in fns]
-    ratios = []
-    for r in range(rounds):
+    def __init__(self, name: str, dtype: str, op: str, fns: tuple):
+        self.name, self.dtype, self.op, self.fns = name, dtype, op, fns
+        self.numbers = [calls_per_sample(fn) for fn in fns]
+        self.times: list[list[float]] = [[] for _ in fns]
+        self.ratios: list[float] = []
+
+    def measure_round(self, r: int, reps: int) -> None:
+        """One round: every function in its own block, after a pause long enough for the other
+        library's idle worker threads to stop spinning (OpenBLAS's spin for ~0.1 s after a call;
+        without the pause a library measured right after the other one runs several times
+        slower) and a warm-up call. The blocks' order turns every round, so neither side always
+        runs first. The ratio is taken within the round, so load arriving from outside tends to
+        fall on both sides of it."""
         wait_for_quiet()
-        order = list(range(len(fns)))
+        order = list(range(len(self.fns)))
         order = order[r % len(order) :] + order[: r % len(order)]
-        medians = [0.0] * len(fns)
+        medians = [0.0] * len(self.fns)
         for i in order:
-            run = _block(fns[i], numbers[i], reps)
-            times[i].extend(run)
+            run = _block(self.fns[i], self.numbers[i], reps)
+            self.times[i].extend(run)
             medians[i] = statistics.median(run)
-        if len(fns) > 1:
-            ratios.append(medians[0] / medians[1])
-    return [statistics.median(t) for t in times], (statistics.median(ratios) if ratios else float("nan"))
+        if len(self.fns) > 1:
+            self.ratios.append(medians[0] / medians[1])
+
+    def medians(self) -> tuple[list[float], float]:
+        """Median seconds per call of each function, and the median over rounds of the ratio."""
+        ratio = statistics.median(self.ratios) if self.ratios else float("nan")
+        return [statistics.median(t) for t in self.times], ratio
+
+
+def measure(cases: list[Case], reps: int, rounds: int) -> None:
+    """Rounds are the outer loop: each round measures every case once, so a case's rounds lie
+    minutes apart. Outside load on these shared machines comes in episodes of seconds (one
+    virtual CPU running at half speed, unseen by wait_for_quiet); with a case's rounds back to
+    back, one episode could cover all of them, while spread out it spoils at most one or two,
+    which the median over rounds then drops."""
+    for r in range(rounds):
+        for case in cases:
+            case.measure_round(r, reps)
+        print(f"  round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
 
 
 def ours(x, w, dy, yp, dyp, kw):
@@ -166,7 +184,9 @@ def _torch_pool_step(tx, tdyp):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=3, help="timed samples per round")
-    parser.add_argument("--rounds", type=int, default=4, help="rounds; the blocks' order turns each round")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="rounds over all cases; the blocks' order turns each round"
+    )
     parser.add_argument("--dtype", choices=["float32", "float64"], action="append")
     parser.add_argument("--only", action="append", help="shape names to run (default: all)")
     parser.add_argument("--ops", action="append", help="ops to run (default: all)")
@@ -178,9 +198,7 @@ def main() -> None:
     else:
         print("PyTorch not installed: our times only")
     header = f"{'shape':8} {'dtype':8} {'op':10} {'ours ms':>9} {'torch ms':>9} {'ratio':>6}  target"
-    print(header)
-    print("-" * len(header))
-    missed = []
+    cases = []
     for name, (n, c, h, wd), (o, k), kw in SHAPES:
         if args.only and name not in args.only:
             continue
@@ -195,20 +213,25 @@ def main() -> None:
             for op, fn in mine.items():
                 if args.ops and op not in args.ops:
                     continue
-                if op not in other:
-                    (t_ours,), _ = timed(fn, reps=args.reps, rounds=args.rounds)
-                    print(f"{name:8} {dtype:8} {op:10} {t_ours * 1e3:9.2f}", flush=True)
-                    continue
-                _check(op, fn(), other[op]().numpy(), dtype)
-                (t_ours, t_torch), ratio = timed(fn, other[op], reps=args.reps, rounds=args.rounds)
-                ok = ratio <= TARGET[dtype]
-                if not ok:
-                    missed.append(f"{name} {dtype} {op}")
-                print(
-                    f"{name:8} {dtype:8} {op:10} {t_ours * 1e3:9.2f} {t_torch * 1e3:9.2f} {ratio:6.2f}  "
-                    f"{'met' if ok else 'MISSED'} (<= {TARGET[dtype]:g})",
-                    flush=True,
-                )
+                if op in other:
+                    _check(op, fn(), other[op]().numpy(), dtype)
+                    cases.append(Case(name, dtype, op, (fn, other[op])))
+                else:
+                    cases.append(Case(name, dtype, op, (fn,)))
+    measure(cases, args.reps, args.rounds)
+    print(header)
+    print("-" * len(header))
+    missed = []
+    for case in cases:
+        (t_ours, *t_torch), ratio = case.medians()
+        row = f"{case.name:8} {case.dtype:8} {case.op:10} {t_ours * 1e3:9.2f}"
+        if not t_torch:
+            print(row)
+            continue
+        ok = ratio <= TARGET[case.dtype]
+        if not ok:
+            missed.append(f"{case.name} {case.dtype} {case.op}")
+        print(f"{row} {t_torch[0] * 1e3:9.2f} {ratio:6.2f}  {'met' if ok else 'MISSED'} (<= {TARGET[case.dtype]:g})")
     if torch is not None:
         print(f"targets missed: {', '.join(missed) if missed else 'none'}")
     if noisy_rounds:
