@@ -19,6 +19,7 @@ Targets: float64 at least as fast as PyTorch (ratio <= 1), float32 at least half
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -82,17 +83,30 @@ SAMPLE = 2e-3  # seconds: a sample repeats a short call until it takes at least 
 
 def calls_per_sample(fn) -> int:
     """How many back-to-back calls of fn make one sample of at least SAMPLE seconds (timeit's
-    autorange idea): a 20 us pooling call timed alone is mostly timer and cache noise."""
-    t0 = time.perf_counter()
+    autorange idea): a 20 us pooling call timed alone is mostly timer and cache noise. Timed
+    after a warm-up call, over calls adding up to a quarter of a sample: a first, cold call can
+    take 10x longer and would leave samples of a few calls."""
     fn()
-    once = time.perf_counter() - t0
+    once = math.inf
+    for _ in range(3):  # the fastest of three tries: one can land on a stall
+        calls, t0 = 0, time.perf_counter()
+        while True:
+            fn()
+            calls += 1
+            elapsed = time.perf_counter() - t0
+            if elapsed >= SAMPLE / 4 or calls >= 1000:
+                break
+        once = min(once, elapsed / calls)
     return max(1, min(1000, int(SAMPLE / max(once, 1e-9)) + 1))
 
 
 def _block(fn, number: int, reps: int) -> list[float]:
-    """Seconds per call of `reps` samples of `number` calls, after a pause and a warm-up call."""
+    """Seconds per call of `reps` samples of `number` calls, after a pause and one untimed sample:
+    after the pause the first milliseconds of either library run up to 1.5x slower (caches, and
+    the virtual CPU's clock)."""
     time.sleep(PAUSE)
-    fn()
+    for _ in range(number):
+        fn()
     run = []
     for _ in range(reps):
         t0 = time.perf_counter()
