@@ -125,14 +125,14 @@ class Case:
         self.times: list[list[float]] = [[] for _ in fns]
         self.ratios: list[float] = []
 
-    def measure_round(self, r: int, reps: int) -> None:
+    def measure_round(self, r: int, reps: int, max_wait: float) -> None:
         """One round: every function in its own block, after a pause long enough for the other
         library's idle worker threads to stop spinning (OpenBLAS's spin for ~0.1 s after a call;
         without the pause a library measured right after the other one runs several times
-        slower) and a warm-up call. The blocks' order turns every round, so neither side always
-        runs first. The ratio is taken within the round, so load arriving from outside tends to
+        slower) and an untimed sample (_block). The blocks' order turns every round, so neither
+        side always runs first. The ratio is taken within the round, so load arriving from outside tends to
         fall on both sides of it."""
-        wait_for_quiet()
+        wait_for_quiet(max_wait)
         order = list(range(len(self.fns)))
         order = order[r % len(order) :] + order[: r % len(order)]
         medians = [0.0] * len(self.fns)
@@ -149,7 +149,7 @@ class Case:
         return [statistics.median(t) for t in self.times], ratio
 
 
-def measure(cases: list[Case], reps: int, rounds: int) -> None:
+def measure(cases: list[Case], reps: int, rounds: int, max_wait: float) -> None:
     """Rounds are the outer loop: each round measures every case once, so a case's rounds lie
     minutes apart. Outside load on these shared machines comes in episodes of seconds (one
     virtual CPU running at half speed, unseen by wait_for_quiet); with a case's rounds back to
@@ -157,7 +157,7 @@ def measure(cases: list[Case], reps: int, rounds: int) -> None:
     which the median over rounds then drops."""
     for r in range(rounds):
         for case in cases:
-            case.measure_round(r, reps)
+            case.measure_round(r, reps, max_wait)
         print(f"  round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
 
 
@@ -201,6 +201,9 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=5, help="rounds over all cases; the blocks' order turns each round"
     )
+    parser.add_argument(
+        "--max-wait", type=float, default=20.0, help="seconds each round may wait for an idle machine (0: never)"
+    )
     parser.add_argument("--dtype", choices=["float32", "float64"], action="append")
     parser.add_argument("--only", action="append", help="shape names to run (default: all)")
     parser.add_argument("--ops", action="append", help="ops to run (default: all)")
@@ -232,7 +235,7 @@ def main() -> None:
                     cases.append(Case(name, dtype, op, (fn, other[op])))
                 else:
                     cases.append(Case(name, dtype, op, (fn,)))
-    measure(cases, args.reps, args.rounds)
+    measure(cases, args.reps, args.rounds, args.max_wait)
     print(header)
     print("-" * len(header))
     missed = []

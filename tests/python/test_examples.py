@@ -70,3 +70,17 @@ def test_gpu_benchmark_says_why_it_cannot_run_here():
         pytest.skip("a GPU is usable: bench/gpu.py is a benchmark, run it by hand")
     out = run("bench/gpu.py")
     assert out.returncode == 0 and "no GPU is usable here" in out.stdout
+
+
+def test_cpu_benchmark_prints_a_row_per_case_after_its_rounds():
+    """bench/cpu.py on its smallest cases: every case measured in every round, then one table row
+    each (with PyTorch's time and the ratio when torch is installed)."""
+    args = ("--only", "lenet1", "--ops", "pool", "--ops", "poolx", "--rounds", "2", "--reps", "1", "--max-wait", "0")
+    out = run("bench/cpu.py", *args)
+    assert out.returncode == 0, out.stderr
+    assert "round 1/2 done" in out.stderr and "round 2/2 done" in out.stderr
+    rows = [line.split() for line in out.stdout.splitlines() if line.startswith("lenet1")]
+    assert [(r[1], r[2]) for r in rows] == [(d, op) for d in ("float64", "float32") for op in ("pool", "poolx")]
+    assert all(float(r[3]) >= 0 for r in rows)
+    if "PyTorch not installed" not in out.stdout:
+        assert all(r[6] in ("met", "MISSED") for r in rows) and "targets missed:" in out.stdout
