@@ -66,7 +66,7 @@ QUIET = 0.15  # at most this share of the machine busy before a measurement star
 noisy_rounds = 0
 
 
-def wait_for_quiet(max_wait: float = 20.0) -> None:
+def wait_for_quiet(max_wait: float) -> None:
     """Other work on a shared 2-core machine skews timings badly (a 2-thread BLAS whose thread
     is descheduled stalls): wait, up to max_wait seconds, until the machine is idle."""
     global noisy_rounds
@@ -130,8 +130,8 @@ class Case:
         library's idle worker threads to stop spinning (OpenBLAS's spin for ~0.1 s after a call;
         without the pause a library measured right after the other one runs several times
         slower) and an untimed sample (_block). The blocks' order turns every round, so neither
-        side always runs first. The ratio is taken within the round, so load arriving from outside tends to
-        fall on both sides of it."""
+        side always runs first. The ratio is taken within the round, so load arriving from
+        outside tends to fall on both sides of it."""
         wait_for_quiet(max_wait)
         order = list(range(len(self.fns)))
         order = order[r % len(order) :] + order[: r % len(order)]
