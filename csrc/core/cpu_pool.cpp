@@ -6,6 +6,7 @@
 #include <limits>
 #include <vector>
 
+#include "cpu_cache.hpp"
 #include "cpu_parallel.hpp"
 #include "cpu_pool_rows.hpp"
 
@@ -264,9 +265,6 @@ rows::Block block_2x2(const Lifted& l) {
   return rows::Block{l.axis[1].out, l.axis[2].out, 2 * l.axis[2].in, l.axis[2].out, l.axis[2].out};
 }
 
-// Bytes of x from which the 2x2 backward prefetches (see max_pool_backward).
-constexpr int64_t kPrefetchFromBytes = int64_t(4) << 20;
-
 // Zeroes the cells of a plane that no 2x2 window covers: an odd last column and an odd last row.
 template <typename T>
 void zero_uncovered_2x2(const Lifted& l, T* plane) {
@@ -395,15 +393,14 @@ void max_pool_backward(const PoolGeometry& g, int64_t planes, const T* x, const 
   // once, so dx needs no zeroing and no read.
   const bool assign = exact_pairs(g);
   if (usual_2x2(g)) {
-    // Arrays this large come from memory, not the caches: the loops ask for lines ahead. Smaller
-    // ones skip it (LeNet-2's 1.5 MB x: the prefetches cost ~7%, with nothing to gain).
-    const bool prefetch = planes * one.in_plane * int64_t(sizeof(T)) >= kPrefetchFromBytes;
+    const rows::Traffic traffic =
+        rows::traffic_for_2x2_backward(planes * one.in_plane * int64_t(sizeof(T)), last_level_cache_bytes());
     for_each_plane_group<T>(g, planes, 2 * one.in_plane + one.out_plane, [&](const Lifted& l, int64_t p, BandScratch<T>&, Band&) {
       const T* xp = x + p * one.in_plane;
       const T* grad = dy + p * one.out_plane;
       T* dxp = dx + p * one.in_plane;
       if (!assign) zero_uncovered_2x2(l, dxp);
-      if (!rows::max_2x2_backward(xp, l.axis[2].in, block_2x2(l), grad, alpha, dxp, prefetch)) return;
+      if (!rows::max_2x2_backward(xp, l.axis[2].in, block_2x2(l), grad, alpha, dxp, traffic)) return;
       const int64_t in_x = l.axis[2].in;
       for_each_nan_2x2(l, xp, [&](int64_t r, int64_t i, const Window& w) {
         T* cells = dxp + 2 * r * in_x + 2 * i;  // the fast loop left arbitrary values here

@@ -54,13 +54,23 @@ void route_pairs(const double* in, const Block& b, const double* best, const dou
 // out[r * out_row_step + i] = scale * its NaN-blind first maximum; max_2x2_backward assigns
 // every cell of every window its share of grad * alpha (the first maximum's) or zero. Both
 // return whether any window holds NaN: those windows' results (all four dx cells, for the
-// backward) are arbitrary here, and the caller redoes them one by one. prefetch: ask for in's
-// and out's cache lines a few KiB ahead (for arrays too large for the caches).
+// backward) are arbitrary here, and the caller redoes them one by one.
 bool max_2x2(const float* in, int64_t in_x, const Block& b, float scale, float* out);
 bool max_2x2(const double* in, int64_t in_x, const Block& b, double scale, double* out);
+
+// How max_2x2_backward moves memory; the results are the same whichever. cached: plain loads
+// and stores. prefetch: also asks for in's and out's lines a few KiB ahead (arrays too large
+// for the caches). stream: asks for in's lines ahead and writes out with non-temporal stores,
+// which skip reading out's lines first and leave the caches to in (outputs too large to stay
+// cached); only the AVX2 version streams, and only rows whose 32-byte steps are aligned (out
+// and in_x * sizeof(T) multiples of 32), the others take prefetch.
+enum class Traffic { cached, prefetch, stream };
 bool max_2x2_backward(const float* in, int64_t in_x, const Block& b, const float* grad, float alpha, float* out,
-                      bool prefetch);
+                      Traffic traffic);
 bool max_2x2_backward(const double* in, int64_t in_x, const Block& b, const double* grad, double alpha, double* out,
-                      bool prefetch);
+                      Traffic traffic);
+// The Traffic for a 2x2 backward over x_bytes of x (dx as large, dy a quarter) on a CPU whose
+// last-level cache holds cache_bytes.
+Traffic traffic_for_2x2_backward(int64_t x_bytes, int64_t cache_bytes);
 
 }  // namespace knetcnn::cpu::rows

@@ -71,8 +71,8 @@ def test_many_planes_over_threads_and_stacked_groups(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_arrays_beyond_the_caches_route_every_window(dtype):
-    # x of at least 4 MiB (cpu_pool.cpp, kPrefetchFromBytes): the 2x2 backward prefetches ahead
-    # of its rows. Odd planes (AlexNet's 227 x 227 stem, smaller) leave a last row and column that
+    # x of at least 4 MiB (cpu_pool_rows.cpp, traffic_for_2x2_backward): the 2x2 backward
+    # prefetches ahead of its rows. Odd planes (AlexNet's 227 x 227 stem, smaller) leave a last row and column that
     # no window covers; ties and NaN windows take the careful route.
     rng = np.random.default_rng(5)
     x = rng.integers(-3, 4, (2, 8, 301, 301)).astype(dtype)
@@ -88,6 +88,24 @@ def test_arrays_beyond_the_caches_route_every_window(dtype):
     expect[:, :, :300, :300] = gradient(dy)
     assert expect[0, 3, 100, 51] == dy[0, 3, 50, 25]  # the NaN cell takes its window's share
     np.testing.assert_array_equal(got, expect)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_arrays_outgrowing_half_the_cache_stream_dx_and_route_every_window(dtype):
+    # x, dx and dy of 21 MB: past half of a 32 MiB last-level cache (up to 40 MiB), so the 2x2
+    # backward writes dx with streaming stores, on rows of 184 cells (32-byte aligned). float32's
+    # 92 windows a row end in an overlapping step that stores plainly. Ties and a NaN window too.
+    rng = np.random.default_rng(6)
+    x = rng.integers(-3, 4, (16 // np.dtype(dtype).itemsize, 16, 200, 184)).astype(dtype)
+    assert x.nbytes * 9 // 4 > 16 << 20  # x, dx and a quarter-size dy
+    x[1, 5, 17, 33] = np.nan
+    expect_y, gradient = _pool_2x2_by_reshape(x)
+    y = knetcnn.pool(x)
+    np.testing.assert_array_equal(y, expect_y)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    got = knetcnn.poolx(x, y, dy, alpha=2.0)
+    np.testing.assert_array_equal(got, gradient(dy) * dtype(2))
+    assert got[1, 5, 17, 33] == 2 * dy[1, 5, 8, 16]  # the NaN cell takes its window's share
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
