@@ -219,16 +219,33 @@ template <bool Stream, typename T, typename V>
   std::memcpy(to, &v, sizeof v);
 }
 
-// Windows [0, kLanes) of a row: every cell of theirs gets its share or zero. NaN-blind (a NaN
+// Where a step's cells are: two vectors' worth (kLanes / 2 windows each) of a top row, the
+// bottom row's under them, and the same cells of dx. The halves are adjacent, except in
+// max_2x2_backward_flat, where they may end one row and start the next.
+template <typename T>
+struct Halves {
+  const T* top[2];
+  const T* bottom[2];
+  T* dtop[2];
+  T* dbottom[2];
+};
+
+// The step over windows i .. i + kLanes of rows top, bottom (dx rows dtop, dbottom).
+template <typename T, int Bytes>
+[[gnu::always_inline]] inline Halves<T> adjacent(const T* top, const T* bottom, T* dtop, T* dbottom, int64_t i) {
+  constexpr int64_t n = kLanes<T, Bytes>;  // cells in a vector
+  const int64_t c = 2 * i;
+  return {{top + c, top + c + n}, {bottom + c, bottom + c + n}, {dtop + c, dtop + c + n}, {dbottom + c, dbottom + c + n}};
+}
+
+// Windows [0, kLanes) of a step: every cell of theirs gets its share or zero. NaN-blind (a NaN
 // window's cells get whatever the comparisons give); returns a mask, nonzero in some lane if
 // any of these windows holds NaN, for the caller to redo those windows.
 template <typename T, int Bytes, bool Stream = false>
-[[gnu::always_inline]] inline auto max_2x2_backward_step(const T* top, const T* bottom, const T* grad, T alpha, T* dtop,
-                                                         T* dbottom) {
+[[gnu::always_inline]] inline auto max_2x2_backward_step(const Halves<T>& at, const T* grad, T alpha) {
   using L = Lanes<T, Bytes>;
   using V = typename L::V;
-  constexpr int64_t n = kLanes<T, Bytes>;
-  const V t0 = load<V>(top), t1 = load<V>(top + n), u0 = load<V>(bottom), u1 = load<V>(bottom + n);
+  const V t0 = load<V>(at.top[0]), t1 = load<V>(at.top[1]), u0 = load<V>(at.bottom[0]), u1 = load<V>(at.bottom[1]);
   const V a0 = L::evens(t0, t1), a1 = L::odds(t0, t1), b0 = L::evens(u0, u1), b1 = L::odds(u0, u1);
   const auto nan = (a0 != a0) | (a1 != a1) | (b0 != b0) | (b1 != b1);
   V m = a1 > a0 ? a1 : a0;  // strict: the first of equal maxima stays (only its value matters here)
@@ -247,10 +264,10 @@ template <typename T, int Bytes, bool Stream = false>
   const V d0 = reinterpret_cast<V>(share & h0), d1 = reinterpret_cast<V>(share & h1);
   const V e0 = reinterpret_cast<V>(share & h2), e1 = reinterpret_cast<V>(share & h3);
   const V out[4] = {L::low(d0, d1), L::high(d0, d1), L::low(e0, e1), L::high(e0, e1)};
-  store<Stream>(dtop, out[0]);
-  store<Stream>(dtop + n, out[1]);
-  store<Stream>(dbottom, out[2]);
-  store<Stream>(dbottom + n, out[3]);
+  store<Stream>(at.dtop[0], out[0]);
+  store<Stream>(at.dtop[1], out[1]);
+  store<Stream>(at.dbottom[0], out[2]);
+  store<Stream>(at.dbottom[1], out[3]);
   return nan;
 }
 
@@ -290,20 +307,19 @@ template <typename T, int Bytes, bool Stream = false>
                                                           const T* __restrict grad, T alpha, T* __restrict dtop,
                                                           T* __restrict dbottom, int64_t n, bool prefetch) {
   constexpr int64_t step = kLanes<T, Bytes>;
-  decltype(max_2x2_backward_step<T, Bytes>(top, bottom, grad, alpha, dtop, dbottom)) nan = {};
+  decltype(max_2x2_backward_step<T, Bytes>(Halves<T>{}, grad, alpha)) nan = {};
   for (int64_t i = 0;; i += step) {
     const bool whole = i + step <= n;
     i = std::min(i, n - step);
     if (prefetch) prefetch_ahead<T, !Stream>(top + 2 * i, bottom + 2 * i, dtop + 2 * i, dbottom + 2 * i);
-    const T *t = top + 2 * i, *u = bottom + 2 * i;
-    T *dt = dtop + 2 * i, *du = dbottom + 2 * i;
+    const Halves<T> at = adjacent<T, Bytes>(top, bottom, dtop, dbottom, i);
     if constexpr (Stream) {
       if (whole)
-        nan |= max_2x2_backward_step<T, Bytes, true>(t, u, grad + i, alpha, dt, du);
+        nan |= max_2x2_backward_step<T, Bytes, true>(at, grad + i, alpha);
       else
-        nan |= max_2x2_backward_step<T, Bytes>(t, u, grad + i, alpha, dt, du);
+        nan |= max_2x2_backward_step<T, Bytes>(at, grad + i, alpha);
     } else {
-      nan |= max_2x2_backward_step<T, Bytes>(t, u, grad + i, alpha, dt, du);
+      nan |= max_2x2_backward_step<T, Bytes>(at, grad + i, alpha);
     }
     if (i + step >= n) break;
   }
@@ -340,9 +356,53 @@ template <typename T, int Wide>
   return any;
 }
 
+// Whether max_2x2_backward_flat takes the block: rows of whole vectors (a multiple of
+// kLanes / 2 windows) but not of whole steps, which the row loop would end with an overlapping
+// step each (LeNet-2's 6 windows, 4 a step: 2 steps a row, 1.5 flat), and grad rows n apart.
+template <typename T, int Bytes>
+bool flat_fits(const Block& b) {
+  constexpr int64_t lanes = kLanes<T, Bytes>;
+  return b.n % (lanes / 2) == 0 && b.n % lanes != 0 && b.grad_row_step == b.n && b.rows * b.n >= lanes;
+}
+
+// The block's windows in order, a step at a time, as one flat sequence of vectors: a step's two
+// halves may end one row and start the next. An odd number of halves ends with an overlapping
+// step (harmless, as in max_2x2_backward_steps).
+template <typename T, int Bytes>
+[[gnu::always_inline]] inline bool max_2x2_backward_flat(const T* in, int64_t in_x, const Block& b, const T* grad,
+                                                         T alpha, T* out, bool prefetch) {
+  constexpr int64_t half = kLanes<T, Bytes> / 2;  // windows in a vector of cells
+  const int64_t per_row = b.n / half, halves = b.rows * per_row;
+  auto halves_at = [&](int64_t c0, int64_t c1) {
+    return Halves<T>{{in + c0, in + c1}, {in + c0 + in_x, in + c1 + in_x}, {out + c0, out + c1},
+                     {out + c0 + in_x, out + c1 + in_x}};
+  };
+  decltype(max_2x2_backward_step<T, Bytes>(Halves<T>{}, grad, alpha)) nan = {};
+  int64_t row = 0, k = 0;  // the next half: its row's first cell, and its place in the row
+  auto take = [&] {
+    const int64_t c = row + 2 * half * k;
+    if (++k == per_row) k = 0, row += b.in_row_step;
+    return c;
+  };
+  for (int64_t h = 0; h + 2 <= halves; h += 2) {
+    const int64_t c0 = take(), c1 = take();
+    if (prefetch) prefetch_ahead<T, true>(in + c0, in + c0 + in_x, out + c0, out + c0 + in_x);
+    nan |= max_2x2_backward_step<T, Bytes>(halves_at(c0, c1), grad + h * half, alpha);
+  }
+  if (halves % 2 != 0) {
+    auto cell = [&](int64_t h) { return h / per_row * b.in_row_step + 2 * half * (h % per_row); };
+    nan |= max_2x2_backward_step<T, Bytes>(halves_at(cell(halves - 2), cell(halves - 1)), grad + (halves - 2) * half,
+                                           alpha);
+  }
+  return any_lane(nan);
+}
+
 template <typename T, int Wide, bool Stream = false>
 [[gnu::always_inline]] inline bool max_2x2_backward_block(const T* in, int64_t in_x, const Block& b, const T* grad,
                                                           T alpha, T* out, bool prefetch) {
+  if constexpr (!Stream) {
+    if (flat_fits<T, Wide>(b)) return max_2x2_backward_flat<T, Wide>(in, in_x, b, grad, alpha, out, prefetch);
+  }
   bool any = false;
   for (int64_t r = 0; r < b.rows; ++r) {
     const int64_t at = r * b.in_row_step;
