@@ -209,10 +209,13 @@ template <bool Stream, typename T, typename V>
 #ifdef KNETCNN_X86_DISPATCH
   if constexpr (Stream) {
     static_assert(sizeof(V) == 32, "only the AVX2 steps stream");
+    struct Cells {  // the 32 bytes written, as chars: they may alias the caller's T
+      char bytes[32];
+    };
     if constexpr (sizeof(T) == 8)
-      asm("vmovntpd %1, %0" : "=m"(*reinterpret_cast<V*>(to)) : "x"(v));
+      asm volatile("vmovntpd %1, %0" : "=m"(*reinterpret_cast<Cells*>(to)) : "x"(v));
     else
-      asm("vmovntps %1, %0" : "=m"(*reinterpret_cast<V*>(to)) : "x"(v));
+      asm volatile("vmovntps %1, %0" : "=m"(*reinterpret_cast<Cells*>(to)) : "x"(v));
     return;
   }
 #endif
