@@ -2,6 +2,7 @@
 
 #include <cctype>
 #include <fstream>
+#include <limits>
 
 namespace knetcnn::cpu {
 
@@ -24,7 +25,8 @@ int64_t parse_cache_size(const std::string& text) {
     ++end;
   }
   while (end < text.size() && std::isspace(static_cast<unsigned char>(text[end]))) ++end;
-  return end == text.size() ? value << shift : 0;
+  if (end != text.size() || value > (std::numeric_limits<int64_t>::max() >> shift)) return 0;
+  return value << shift;
 }
 
 namespace {

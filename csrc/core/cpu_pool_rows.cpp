@@ -233,12 +233,11 @@ struct Halves {
   T* dbottom[2];
 };
 
-// The step over windows i .. i + kLanes of rows top, bottom (dx rows dtop, dbottom).
-template <typename T, int Bytes>
-[[gnu::always_inline]] inline Halves<T> adjacent(const T* top, const T* bottom, T* dtop, T* dbottom, int64_t i) {
-  constexpr int64_t n = kLanes<T, Bytes>;  // cells in a vector
-  const int64_t c = 2 * i;
-  return {{top + c, top + c + n}, {bottom + c, bottom + c + n}, {dtop + c, dtop + c + n}, {dbottom + c, dbottom + c + n}};
+// The step whose halves start at cells c0 and c1 of rows top, bottom (dx rows dtop, dbottom).
+template <typename T>
+[[gnu::always_inline]] inline Halves<T> halves_at(const T* top, const T* bottom, T* dtop, T* dbottom, int64_t c0,
+                                                  int64_t c1) {
+  return {{top + c0, top + c1}, {bottom + c0, bottom + c1}, {dtop + c0, dtop + c1}, {dbottom + c0, dbottom + c1}};
 }
 
 // Windows [0, kLanes) of a step: every cell of theirs gets its share or zero. NaN-blind (a NaN
@@ -315,7 +314,7 @@ template <typename T, int Bytes, bool Stream = false>
     const bool whole = i + step <= n;
     i = std::min(i, n - step);
     if (prefetch) prefetch_ahead<T, !Stream>(top + 2 * i, bottom + 2 * i, dtop + 2 * i, dbottom + 2 * i);
-    const Halves<T> at = adjacent<T, Bytes>(top, bottom, dtop, dbottom, i);
+    const Halves<T> at = halves_at(top, bottom, dtop, dbottom, 2 * i, 2 * i + kLanes<T, Bytes>);
     if constexpr (Stream) {
       if (whole)
         nan |= max_2x2_backward_step<T, Bytes, true>(at, grad + i, alpha);
@@ -376,10 +375,7 @@ template <typename T, int Bytes>
                                                          T alpha, T* out, bool prefetch) {
   constexpr int64_t half = kLanes<T, Bytes> / 2;  // windows in a vector of cells
   const int64_t per_row = b.n / half, halves = b.rows * per_row;
-  auto halves_at = [&](int64_t c0, int64_t c1) {
-    return Halves<T>{{in + c0, in + c1}, {in + c0 + in_x, in + c1 + in_x}, {out + c0, out + c1},
-                     {out + c0 + in_x, out + c1 + in_x}};
-  };
+  auto at = [&](int64_t c0, int64_t c1) { return halves_at(in, in + in_x, out, out + in_x, c0, c1); };
   decltype(max_2x2_backward_step<T, Bytes>(Halves<T>{}, grad, alpha)) nan = {};
   int64_t row = 0, k = 0;  // the next half: its row's first cell, and its place in the row
   auto take = [&] {
@@ -390,12 +386,11 @@ template <typename T, int Bytes>
   for (int64_t h = 0; h + 2 <= halves; h += 2) {
     const int64_t c0 = take(), c1 = take();
     if (prefetch) prefetch_ahead<T, true>(in + c0, in + c0 + in_x, out + c0, out + c0 + in_x);
-    nan |= max_2x2_backward_step<T, Bytes>(halves_at(c0, c1), grad + h * half, alpha);
+    nan |= max_2x2_backward_step<T, Bytes>(at(c0, c1), grad + h * half, alpha);
   }
   if (halves % 2 != 0) {
     auto cell = [&](int64_t h) { return h / per_row * b.in_row_step + 2 * half * (h % per_row); };
-    nan |= max_2x2_backward_step<T, Bytes>(halves_at(cell(halves - 2), cell(halves - 1)), grad + (halves - 2) * half,
-                                           alpha);
+    nan |= max_2x2_backward_step<T, Bytes>(at(cell(halves - 2), cell(halves - 1)), grad + (halves - 2) * half, alpha);
   }
   return any_lane(nan);
 }

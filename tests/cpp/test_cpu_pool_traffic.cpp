@@ -121,6 +121,8 @@ TEST(CpuCache, SysfsSizesParseAndOthersGiveZero) {
   EXPECT_EQ(parse_cache_size("12Q"), 0);
   EXPECT_EQ(parse_cache_size("12KB"), 0);
   EXPECT_EQ(parse_cache_size("99999999999999999999K"), 0);
+  EXPECT_EQ(parse_cache_size("1099511627776G"), 0);  // 2^70 bytes: past int64
+  EXPECT_EQ(parse_cache_size("1099511627776"), int64_t(1) << 40);
 }
 
 TEST(CpuCache, TheLastLevelCacheIsAPlausibleSize) {
