@@ -114,6 +114,31 @@ def test_non_finite_weights_take_im2col_and_keep_the_formulas_specials(direct_ca
     assert direct_calls  # the same call with finite weights does take it (2 x 6 taps)
 
 
+@pytest.mark.parametrize("d", [1, 2])
+def test_padding_and_dilation_reaching_far_past_the_data_take_im2col(direct_calls, d):
+    """With padding = dilation = D, only each window's middle tap lands in x, so conv4 is
+    w's middle weight times x. The direct kernel would fill a zero-padded copy of the (5 + 2D)**d
+    cells its outputs reach (2**30 doubles in 1-D, 4 * 10**10 in 2-D: a MemoryError or seconds of
+    zeros); im2col needs 3**d columns per output."""
+    big = 2**29 if d == 1 else 10**5
+    rng = np.random.default_rng(5)
+    w, x = rng.standard_normal((1, 1) + (3,) * d), rng.standard_normal((2, 1) + (5,) * d)
+    middle = w[(0, 0) + (1,) * d]
+    kw = dict(padding=big, dilation=big)
+    np.testing.assert_allclose(knetcnn.conv4(w, x, **kw), middle * x, rtol=1e-15)
+    np.testing.assert_allclose(knetcnn.conv4x(w, x, x, **kw), middle * x, rtol=1e-15)
+    np.testing.assert_allclose(knetcnn.deconv4(w, x, **kw), middle * x, rtol=1e-15)
+    assert direct_calls == []
+    assert _direct.reach_fits(_Shape(k=(3,) * d, dilation=(2,) * d), (5,) * d)  # small reaches still fit
+
+
+class _Shape:
+    """The fields of a ConvShape that reach_fits reads."""
+
+    def __init__(self, k, dilation):
+        self.k, self.dilation = k, dilation
+
+
 def _arrays(dtype=np.float64):
     return np.zeros((1, 2, 5, 5), dtype), np.zeros((3, 2, 3, 3), dtype), np.zeros((1, 3, 3, 3), dtype)
 

@@ -17,6 +17,8 @@ negative; the kernel reads zeros outside dy, so any output size works.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .._core import core
@@ -31,9 +33,25 @@ from . import _results
 MAX_REDUCTION = {np.dtype(np.float64): 500, np.dtype(np.float32): 64}
 
 
-def usable(cv, reduction: int, wm: np.ndarray, data: np.ndarray) -> bool:
+# The kernel reads a zero-padded copy of the rows a task reaches where they pass the data's edge:
+# per axis, the output's extent + (K-1)*dilation cells. Huge padding or dilation would make that
+# copy, and the time to fill it, enormous where im2col's columns stay small (a 2 x 2 x with
+# dilation 10**6 and padding 5 * 10**5 gives a 1 x 1 output and a 10**12-cell reach), so the
+# kernel only takes convolutions whose reach is within a few times the output, plus a small
+# plane's worth (LeNet-1's conv4x reaches 32 x 32 cells for its 28 x 28 outputs).
+MAX_REACH_GROWTH = 4
+REACH_ALLOWANCE = 1 << 16  # cells
+
+
+def reach_fits(cv, out_spatial) -> bool:
+    """Whether the cells reached for outputs of this spatial extent are few enough (see above)."""
+    reach = math.prod(o + (k - 1) * d for o, k, d in zip(out_spatial, cv.k, cv.dilation))
+    return reach <= MAX_REACH_GROWTH * math.prod(out_spatial) + REACH_ALLOWANCE
+
+
+def usable(cv, reduction: int, wm: np.ndarray, data: np.ndarray, out_spatial) -> bool:
     """Whether the direct kernel takes this convolution of `data` (x, or dy for backward data)
-    with weights wm: reduction = terms per output.
+    with weights wm into outputs of extent out_spatial: reduction = terms per output.
 
     Only finite weights: the kernel also multiplies weights by the zeros it reads outside the
     data (padding, and dy's border in backward data), products the formula does not have; for a
@@ -44,6 +62,7 @@ def usable(cv, reduction: int, wm: np.ndarray, data: np.ndarray) -> bool:
         and all(s == 1 for s in cv.stride)
         and reduction <= MAX_REDUCTION.get(wm.dtype, 0)
         and data.dtype == wm.dtype
+        and reach_fits(cv, out_spatial)
         and bool(np.isfinite(wm).all())
     )
 
