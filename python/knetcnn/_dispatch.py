@@ -1,8 +1,9 @@
 """Where a call runs, decided from its array arguments, and the dtype rules every call shares.
 
 Accepted array arguments:
-- NumPy arrays (``numpy.ndarray``, subclasses read as plain arrays): the call runs on the CPU
-  backend and returns a NumPy array. dtypes float16, float32, float64.
+- NumPy arrays (``numpy.ndarray``, subclasses read as plain arrays, but not masked arrays, whose
+  masks would be lost): the call runs on the CPU backend and returns a NumPy array. dtypes
+  float16, float32, float64.
 - Device arrays: objects with ``__cuda_array_interface__`` (CuPy, Numba, PyTorch CUDA tensors,
   knetcnn.KnetArray) or a ``__dlpack__`` whose ``__dlpack_device__()`` is CUDA or CUDA-managed
   memory (JAX, PyTorch, CuPy). The call runs on cuDNN. dtypes float16, float32, float64, bfloat16.
@@ -69,6 +70,12 @@ def classify(function: str, **arrays) -> str:
     dtypes = {a.dtype if type(a) is np.ndarray else None for a in arrays.values()}
     if len(dtypes) == 1 and dtypes <= _NATIVE_HOST_DTYPES:
         return HOST
+    for name, a in arrays.items():
+        if isinstance(a, np.ma.MaskedArray):  # read as a plain array, its mask would be dropped silently
+            raise TypeError(
+                f"{function}: {name} is a numpy.ma.MaskedArray: masks are not supported; pass {name}.filled(value) "
+                f"or {name}.data to say what the masked cells hold"
+            )
     places = {name: placement(function, name, a) for name, a in arrays.items()}
     if len(set(places.values())) > 1:
         listed = ", ".join(f"{n} is a {_describe(arrays[n])} ({p})" for n, p in places.items())

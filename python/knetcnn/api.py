@@ -36,14 +36,20 @@ __all__ = [
 ]  # fmt: skip
 
 
+# The gradient calls, which take dy (and, for pooling, y). Told by name, not by dy being None: a
+# gradient call given None must be refused as one (a TypeError naming dy), not run as a forward.
+_GRADIENT_OPS = frozenset({"conv4w", "conv4x", "deconv4w", "deconv4x", "poolx", "unpoolx"})
+
+
 def _conv_call(op, w, x, dy, *, padding, stride, dilation, mode, alpha, group, output_padding=0, stream=None):
     """Validate and run one convolution-family call; dy is None for the forward ops."""
-    arrays = (w, x) if dy is None else (w, x, dy)
+    gradient = op in _GRADIENT_OPS
+    arrays = (w, x, dy) if gradient else (w, x)
     signature = _plans.key(op, arrays, (padding, stride, dilation, mode, group, output_padding), alpha)
     plan = _plans.find(signature)
     if plan is not None:
         return plan(arrays)
-    named = dict(w=w, x=x) if dy is None else dict(w=w, x=x, dy=dy)
+    named = dict(w=w, x=x, dy=dy) if gradient else dict(w=w, x=x)
     where = _dispatch.classify(op, **named)
     g = _geometry.conv(
         op, _dispatch.shape_of(w), _dispatch.shape_of(x),
@@ -51,7 +57,7 @@ def _conv_call(op, w, x, dy, *, padding, stride, dilation, mode, alpha, group, o
         transposed=op.startswith("deconv"), output_padding=output_padding,
     )  # fmt: skip
     a = _geometry.alpha(op, alpha, dtype=_dispatch.dtype_name(x))
-    if dy is not None:
+    if gradient:
         # conv4's dy is shaped like its output; deconv4's like its result (the geometry's input).
         expected, what = (g.input_shape, "deconv4") if g.transposed else (g.output_shape, "conv4")
         _geometry.check_shape(op, "dy", _dispatch.shape_of(dy), expected, f"the shape of {what}(w, x) with these keywords")
@@ -62,20 +68,21 @@ def _conv_call(op, w, x, dy, *, padding, stride, dilation, mode, alpha, group, o
 
 def _pool_call(op, x, y, dy, *, window, padding, stride, mode, alpha, maxpoolingNanOpt=None, stream=None):
     """Validate and run one pooling-family call; y and dy are None for the forward ops."""
-    arrays = (x,) if y is None else (x, y, dy)
+    gradient = op in _GRADIENT_OPS
+    arrays = (x, y, dy) if gradient else (x,)
     signature = _plans.key(op, arrays, (window, padding, stride, mode, maxpoolingNanOpt), alpha)
     plan = _plans.find(signature)
     if plan is not None:
         return plan(arrays)
     unpooling = op.startswith("unpool")
-    named = dict(x=x) if y is None else dict(x=x, y=y, dy=dy)
+    named = dict(x=x, y=y, dy=dy) if gradient else dict(x=x)
     where = _dispatch.classify(op, **named)
     g = _geometry.pool(
         op, _dispatch.shape_of(x), window=window, padding=padding, stride=stride, mode=mode,
         maxpoolingNanOpt=maxpoolingNanOpt, transposed=unpooling,
     )  # fmt: skip
     a = _geometry.alpha(op, alpha, nonzero=unpooling, dtype=_dispatch.dtype_name(x))
-    if y is not None:
+    if gradient:
         # pool's y is its output; unpool's y is its result (the transposed geometry's input).
         expected, what = (g.input_shape, "unpool") if unpooling else (g.output_shape, "pool")
         for name, arr in (("y", y), ("dy", dy)):
@@ -148,6 +155,11 @@ def deconv4(w: Array, x: Array, *, padding: AxisArg = 0, stride: AxisArg = 1, di
     (``0 <= output_padding < max(stride, dilation)``) picks a larger result; its extra cells get
     whatever the scatter puts there (zeros if nothing).
 
+    The identities with conv4x here and with conv4w and conv4 in deconv4w and deconv4x hold for
+    ``output_padding < stride``. A larger output_padding (allowed where dilation > stride) gives a
+    result that conv4 maps back onto more than X cells: deconv4w and deconv4x are still the exact
+    gradients (the adjoints of deconv4), but no longer those conv4 calls.
+
     >>> deconv4(np.ones((1, 1, 2)), np.array([[[1., 2.]]]), stride=2)
     array([[[1., 1., 2., 2.]]])
     """
@@ -159,7 +171,8 @@ def deconv4w(w: Array, x: Array, dy: Array, *, padding: AxisArg = 0, stride: Axi
              mode: int = 0, alpha: float = 1, group: int = 1, output_padding: AxisArg = 0, stream=None) -> Array:  # fmt: skip
     """Gradient of deconv4 with respect to w: ``deconv4w(w, x, dy) == conv4w(w, dy, x)``.
 
-    Shape of w; dy must have deconv4(w, x)'s shape.
+    Shape of w; dy must have deconv4(w, x)'s shape. The identity needs ``output_padding < stride``
+    (see deconv4); the gradient is exact for every output_padding.
 
     >>> deconv4w(np.ones((1, 1, 2)), np.array([[[1., 2.]]]), np.ones((1, 1, 3)))
     array([[[3., 3.]]])
@@ -172,7 +185,8 @@ def deconv4x(w: Array, x: Array, dy: Array, *, padding: AxisArg = 0, stride: Axi
              mode: int = 0, alpha: float = 1, group: int = 1, output_padding: AxisArg = 0, stream=None) -> Array:  # fmt: skip
     """Gradient of deconv4 with respect to x: ``deconv4x(w, x, dy) == conv4(w, dy)``.
 
-    Shape of x (read only for its shape); dy must have deconv4(w, x)'s shape.
+    Shape of x (read only for its shape); dy must have deconv4(w, x)'s shape. The identity needs
+    ``output_padding < stride`` (see deconv4); the gradient is exact for every output_padding.
 
     >>> deconv4x(np.ones((1, 1, 2)), np.zeros((1, 1, 2)), np.array([[[1., 2., 3.]]]))
     array([[[3., 5.]]])
@@ -263,6 +277,9 @@ def mat(x: Array, dims: Optional[int] = None) -> Array:
     _dispatch.placement("mat", "x", x)  # any dtype: mat only changes the shape
     shape = _dispatch.shape_of(x)
     ndim = len(shape)
+    if dims is None and ndim == 0:
+        raise ValueError("mat: dims=None: the default dims, x.ndim - 1, is -1 for x of shape (); pass dims=0 for a "
+                         "1 x 1 matrix")
     dims = ndim - 1 if dims is None else _args.int_arg("mat", "dims", dims)
     if not 0 <= dims <= ndim:
         raise ValueError(f"mat: dims={dims}: dims must be in 0..x.ndim = 0..{ndim} (x has shape {shape})")

@@ -193,12 +193,14 @@ TEST(Checks, ElementCountOverflow) {
 
 TEST(Checks, TensorsOverInt32ElementsAreRefusedEverywhere) {
   // Inputs: 2**16 * 2**16 * 1 elements.
+  // The advice fits the batch: splitting it helps only where N > 1.
   expect_value_error([] { pool_geometry("pool", {1 << 16, 1 << 16, 1}, PoolOptions{}); },
-                     {"pool", "x has shape (65536, 65536, 1)", "at most 2147483647 elements"});
+                     {"pool", "x has shape (65536, 65536, 1)", "at most 2147483647 elements", "split the batch"});
   // Results: a deconv4 whose input fits but whose result does not (2**15 -> 2**16 per axis, 2 axes, 2**0 ... )
   ConvOptions o = conv_opts(AxisArg::all(0), AxisArg::all(2), AxisArg::all(1));
   expect_value_error([&] { deconv4_geometry("deconv4", {1, 1, 2, 2}, {1, 1, 1 << 15, 1 << 15}, o); },
-                     {"deconv4", "the result would have shape (1, 1, 65536, 65536)", "2147483647 elements"});
+                     {"deconv4", "the result would have shape (1, 1, 65536, 65536)", "2147483647 elements",
+                      "N is already 1, so reduce the other sizes"});
   PoolOptions u;
   u.stride = AxisArg::all(1 << 15);
   u.window = AxisArg::all(1 << 15);

@@ -77,6 +77,16 @@ VALUE_ERRORS = [
     (lambda: knetcnn.unpoolx(z(1, 1, 2), z(1, 1, 4), z(1, 1, 4), alpha=0.0), "unpoolx", "alpha", "non-zero"),
     (lambda: knetcnn.mat(z(2, 3), dims=3), "mat", "dims", "0..x.ndim"),
     (lambda: knetcnn.mat(z(2, 3), dims=-1), "mat", "dims", "0..x.ndim"),
+    (lambda: knetcnn.mat(np.zeros(())), "mat", "dims", "pass dims=0"),  # 0-d: the default dims is -1
+    # Ints past 64 bits, which the core cannot take: a ValueError here, not pybind11's signature list.
+    (lambda: knetcnn.conv4(W, X, padding=2**64), "conv4", "padding", "does not fit in 64 bits"),
+    (lambda: knetcnn.conv4(W, X, mode=-(2**64)), "conv4", "mode", "does not fit in 64 bits"),
+    (lambda: knetcnn.conv4(W, X, group=2**63), "conv4", "group", "does not fit in 64 bits"),
+    (lambda: knetcnn.pool(z(1, 1, 6), stride=np.uint64(2**64 - 1)), "pool", "stride", "does not fit in 64 bits"),
+    (lambda: knetcnn.pool(z(1, 1, 6), window=(2**70,)), "pool", "window", "does not fit in 64 bits"),
+    (lambda: knetcnn.mat(z(2, 3), dims=2**64), "mat", "dims", "does not fit in 64 bits"),
+    (lambda: knetcnn.pool(z(1, 1, 6), alpha=2**1100), "pool", "alpha", "finite"),  # past float: not OverflowError
+    (lambda: knetcnn.conv4(W, X, alpha=-(2**1100)), "conv4", "alpha", "finite"),
 ]
 
 
@@ -121,6 +131,19 @@ TYPE_ERRORS = [
     (lambda: knetcnn.pool(z(1, 1, 4), padding="1"), "pool", ["padding='1'"]),
     (lambda: knetcnn.unpool(z(1, 1, 4), stride=2.0), "unpool", ["stride=2.0"]),
     (lambda: knetcnn.mat(z(2, 3), dims=True), "mat", ["dims=True"]),
+    # None for a gradient call's dy or y: refused as an array argument, not taken for a forward call.
+    (lambda: knetcnn.conv4x(W, X, None), "conv4x", ["dy is a NoneType"]),
+    (lambda: knetcnn.conv4w(W, X, None), "conv4w", ["dy is a NoneType"]),
+    (lambda: knetcnn.deconv4x(DW, DX, None), "deconv4x", ["dy is a NoneType"]),
+    (lambda: knetcnn.deconv4w(DW, DX, None), "deconv4w", ["dy is a NoneType"]),
+    (lambda: knetcnn.poolx(z(1, 1, 4), None, z(1, 1, 2)), "poolx", ["y is a NoneType"]),
+    (lambda: knetcnn.unpoolx(z(1, 1, 2), z(1, 1, 4), None), "unpoolx", ["dy is a NoneType"]),
+    # A mask says which cells hold no value; read as a plain array it would be dropped.
+    (lambda: knetcnn.pool(np.ma.masked_array(z(1, 1, 4), mask=[[[1, 0, 0, 0]]])), "pool", ["MaskedArray", "filled"]),
+    (lambda: knetcnn.conv4(W, np.ma.masked_array(X)), "conv4", ["x is a numpy.ma.MaskedArray"]),
+    # A dict iterates over its keys and a set in no order: neither says which value is which axis.
+    (lambda: knetcnn.conv4(W, X, padding={0: 1}), "conv4", ["padding={0: 1}", "not dict"]),
+    (lambda: knetcnn.pool(z(1, 1, 4), window={2}), "pool", ["window={2}", "not set"]),
 ]
 
 
