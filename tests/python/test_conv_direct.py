@@ -132,6 +132,26 @@ def test_padding_and_dilation_reaching_far_past_the_data_take_im2col(direct_call
     assert _direct.reach_fits(_Shape(k=(3,) * d, dilation=(2,) * d), (5,) * d)  # small reaches still fit
 
 
+def test_strided_data_takes_the_direct_kernel_only_where_a_whole_copy_fits_the_budget(monkeypatch, direct_calls):
+    """The kernel reads x whole, so a Fortran-order x is first copied whole: here 2 MiB for a
+    128 KiB result. With the budget cut to twice the result, im2col (which converts a block at a
+    time) takes it; a C-contiguous x, read in place, still goes direct."""
+    from knetcnn.cpu import _chunks
+
+    rng = np.random.default_rng(6)
+    w, x = rng.standard_normal((1, 16, 1, 1)), rng.standard_normal((4, 16, 64, 64))
+    fortran = np.asfortranarray(x)
+    expect = knetcnn.conv4(w, x)
+    np.testing.assert_allclose(knetcnn.conv4(w, fortran), expect, rtol=1e-12, atol=1e-12)
+    assert len(direct_calls) == 2  # within the 256 MiB floor: both direct
+    monkeypatch.setattr(_chunks, "MIN_BUDGET_BYTES", 0)
+    direct_calls.clear()
+    np.testing.assert_allclose(knetcnn.conv4(w, fortran), expect, rtol=1e-12, atol=1e-12)
+    assert direct_calls == []
+    knetcnn.conv4(w, x)
+    assert len(direct_calls) == 1
+
+
 class _Shape:
     """The fields of a ConvShape that reach_fits reads."""
 

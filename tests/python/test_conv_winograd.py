@@ -214,6 +214,42 @@ def test_scratch_stays_within_the_memory_budget(monkeypatch, transforms):
     assert transforms["output"] == calls  # im2col took it
 
 
+def test_strided_operands_are_copied_a_block_at_a_time(monkeypatch):
+    """A Fortran-order or reversed x or dy reaches the transforms as C-contiguous copies of one
+    block of items each, never as slices of a whole copy: conv4w's result is only the filters,
+    so a whole copy of x could be many times the memory budget."""
+    force_conv_path(monkeypatch, "winograd")
+    monkeypatch.setattr(_winograd, "TILES_PER_BLOCK", 50)  # two 10 x 10 items a block
+    seen = []
+
+    def recording(name):
+        real = getattr(core, name)
+
+        def call(a, *rest, **kw):
+            seen.append((a.shape[0], (a if a.base is None else a.base).nbytes, a.nbytes, a.flags.c_contiguous))
+            return real(a, *rest, **kw)
+
+        return call
+
+    for name in ("winograd_input", "winograd_gradient"):
+        monkeypatch.setattr(_winograd.core, name, recording(name))
+    rng = np.random.default_rng(8)
+    w, x = rng.standard_normal((16, 16, 3, 3)), np.asfortranarray(rng.standard_normal((6, 16, 10, 10)))
+    dy = rng.standard_normal((6, 16, 10, 10))[:, :, ::-1]
+    expect = [reference_op(w, np.ascontiguousarray(x), np.ascontiguousarray(dy)) for reference_op in _CONV_OPS]
+    for op, want in zip(_CONV_OPS, expect):
+        seen.clear()
+        np.testing.assert_allclose(op(w, x, dy), want, rtol=1e-12, atol=1e-12)
+        assert seen and all(items == 2 and held == size and contiguous for items, held, size, contiguous in seen), seen
+
+
+_CONV_OPS = (
+    lambda w, x, dy: knetcnn.conv4(w, x, padding=1),
+    lambda w, x, dy: knetcnn.conv4x(w, x, dy, padding=1),
+    lambda w, x, dy: knetcnn.conv4w(w, x, dy, padding=1),
+)
+
+
 def test_float16_results_match_the_reference_within_float16(monkeypatch):
     force_conv_path(monkeypatch, "winograd")
     rng = np.random.default_rng(6)

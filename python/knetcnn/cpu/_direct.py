@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 from .._core import core
-from . import _results
+from . import _chunks, _results
 
 # The longest reduction (input channels per group x taps) sent to the direct kernel, measured
 # against im2col + OpenBLAS (2 cores) as bench/cpu.py measures, right after a pause. float64:
@@ -49,9 +49,13 @@ def reach_fits(cv, out_spatial) -> bool:
     return reach <= MAX_REACH_GROWTH * math.prod(out_spatial) + REACH_ALLOWANCE
 
 
-def usable(cv, reduction: int, wm: np.ndarray, data: np.ndarray, out_spatial) -> bool:
+def usable(cv, reduction: int, wm: np.ndarray, data: np.ndarray, result_shape) -> bool:
     """Whether the direct kernel takes this convolution of `data` (x, or dy for backward data)
-    with weights wm into outputs of extent out_spatial: reduction = terms per output.
+    with weights wm into a result of result_shape: reduction = terms per output.
+
+    The kernel reads data whole, so data that is not C-contiguous and aligned is copied whole
+    first: only where that copy is within the memory budget (_chunks: a few times the result, or
+    256 MiB); im2col converts larger ones a block at a time.
 
     Only finite weights: the kernel also multiplies weights by the zeros it reads outside the
     data (padding, and dy's border in backward data), products the formula does not have; for a
@@ -62,9 +66,14 @@ def usable(cv, reduction: int, wm: np.ndarray, data: np.ndarray, out_spatial) ->
         and all(s == 1 for s in cv.stride)
         and reduction <= MAX_REDUCTION.get(wm.dtype, 0)
         and data.dtype == wm.dtype
-        and reach_fits(cv, out_spatial)
+        and reach_fits(cv, result_shape[2:])
+        and (_in_place(data) or data.nbytes <= _chunks.budget(math.prod(result_shape) * wm.itemsize))
         and bool(np.isfinite(wm).all())
     )
+
+
+def _in_place(a: np.ndarray) -> bool:
+    return a.flags.c_contiguous and a.flags.aligned
 
 
 def _planar(a: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -106,6 +106,13 @@ def _blocks(cv, tiled: tuple[int, ...], itemsize: int, result_bytes: int):
         yield n0, min(cv.n, n0 + step)
 
 
+def _block(a: np.ndarray, n0: int, n1: int, dtype: np.dtype) -> np.ndarray:
+    """Items [n0, n1) of a as the transforms read them: C-contiguous and aligned. A strided or
+    Fortran-order array is copied a block at a time, so the copies stay within the blocks' budget
+    (a whole copy of x could be many times the result: conv4w's result is only the filters)."""
+    return np.require(a[n0:n1], dtype=dtype, requirements=["C", "A"])
+
+
 def _transformed_filters(w: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     """G w G^T of every 3x3 filter of w (..., 3, 3), as the 16 points' (G, rows, columns)
     matrices, shape = (G, rows, columns)."""
@@ -116,14 +123,14 @@ def _transformed_filters(w: np.ndarray, shape: tuple[int, int, int]) -> np.ndarr
 def _convolve(cv, u: np.ndarray, data: np.ndarray, out: np.ndarray, pads) -> None:
     """out = the 3x3 convolution of data with the transformed filters u, (16, G, Og, Cg), from
     top-left padding `pads`; out's size is free (cells past data read zeros)."""
-    data = np.require(data, dtype=u.dtype, requirements=["C", "A"])
     tiles_h, tiles_w = _tiles(out.shape)
     channels, outputs, groups = data.shape[1], out.shape[1], cv.groups
     with Scratch(u.dtype) as scratch:
         for n0, n1 in _blocks(cv, out.shape, u.itemsize, out.nbytes):
             tiles = (n1 - n0) * tiles_h * tiles_w
             v = scratch.array("winograd_v", (POINTS, channels, tiles))
-            core.winograd_input(data[n0:n1], v, tiles_h, tiles_w, pads[0], pads[1], parallel=PARALLEL_KERNELS)
+            core.winograd_input(_block(data, n0, n1, u.dtype), v, tiles_h, tiles_w, pads[0], pads[1],
+                                parallel=PARALLEL_KERNELS)  # fmt: skip
             m = scratch.array("winograd_m", (POINTS, outputs, tiles))
             np.matmul(u, v.reshape(POINTS, groups, -1, tiles), out=m.reshape(POINTS, groups, -1, tiles))
             core.winograd_output(m, out[n0:n1], parallel=PARALLEL_KERNELS)
@@ -152,8 +159,6 @@ def backward_filter(x: np.ndarray, dy: np.ndarray, cv, add_product) -> np.ndarra
     cross-correlation order (the caller flips it for mode 0 and applies alpha). add_product(acc,
     a, b, product) adds a @ b^T for stacks of matrices."""
     dtype = np.dtype(x.dtype)
-    x = np.require(x, requirements=["C", "A"])
-    dy = np.require(dy, requirements=["C", "A"])
     tiles_h, tiles_w = _tiles(dy.shape)
     stacks = POINTS * cv.groups
     sums = np.zeros((stacks, cv.og, cv.cg), dtype=dtype)
@@ -162,9 +167,10 @@ def backward_filter(x: np.ndarray, dy: np.ndarray, cv, add_product) -> np.ndarra
         for n0, n1 in _blocks(cv, dy.shape, dtype.itemsize, math.prod(cv.filter_shape) * dtype.itemsize):
             tiles = (n1 - n0) * tiles_h * tiles_w
             v = scratch.array("winograd_v", (POINTS, cv.c, tiles))
-            core.winograd_input(x[n0:n1], v, tiles_h, tiles_w, cv.pads[0], cv.pads[1], parallel=PARALLEL_KERNELS)
+            core.winograd_input(_block(x, n0, n1, dtype), v, tiles_h, tiles_w, cv.pads[0], cv.pads[1],
+                                parallel=PARALLEL_KERNELS)  # fmt: skip
             g = scratch.array("winograd_m", (POINTS, cv.o, tiles))
-            core.winograd_gradient(dy[n0:n1], g, parallel=PARALLEL_KERNELS)
+            core.winograd_gradient(_block(dy, n0, n1, dtype), g, parallel=PARALLEL_KERNELS)
             add_product(sums, g.reshape(stacks, cv.og, tiles), v.reshape(stacks, cv.cg, tiles), product)
     # G^T m G of every filter's 4x4 sums m: (m.ravel() @ (G (x) G)), all filters in one GEMM.
     dw = np.matmul(sums.reshape(POINTS, -1).T, _KRON[dtype])

@@ -51,7 +51,7 @@ def forward(w: np.ndarray, x: np.ndarray, g, alpha: float) -> np.ndarray:
     cv = ConvShape(g)
     dtype = compute_dtype(x.dtype)
     wm = _weights(w, cv, alpha, dtype)
-    if _direct.usable(cv, cv.cg * cv.kp, wm, x, cv.y):
+    if _direct.usable(cv, cv.cg * cv.kp, wm, x, cv.output_shape):
         return _direct.forward(wm, x, cv)
     result_bytes = math.prod(cv.output_shape) * dtype.itemsize
     if _winograd.usable(cv, x, dtype, cv.output_shape, result_bytes) and _winograd.in_range(
@@ -77,7 +77,7 @@ def backward_data(w: np.ndarray, dy: np.ndarray, g, alpha: float) -> np.ndarray:
     cv = ConvShape(g)
     dtype = compute_dtype(dy.dtype)
     wm = _weights(w, cv, alpha, dtype)
-    if _direct.usable(cv, cv.og * cv.kp, wm, dy, cv.x):
+    if _direct.usable(cv, cv.og * cv.kp, wm, dy, cv.input_shape):
         return _direct.backward_data(wm, dy, cv)
     result_bytes = math.prod(cv.input_shape) * dtype.itemsize
     if _winograd.usable(cv, dy, dtype, cv.input_shape, result_bytes) and _winograd.in_range(
