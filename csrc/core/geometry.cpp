@@ -24,9 +24,11 @@ void check_elements(const std::string& function, const std::string& what, const 
   const int64_t count = element_count(shape);
   if (count < 0 || count > kMaxDescriptorInt)
     fail(function, what,
-         std::string("a tensor holds at most 2147483647 elements (cuDNN's 32-bit limit, applied on every backend); ") +
-             (!shape.empty() && shape[0] > 1 ? "split the batch (axis 0)"
-                                              : "N is already 1, so reduce the other sizes or the keywords that set them"));
+         std::string("a tensor holds at most 2147483647 elements (cuDNN's 32-bit limit, applied on every "
+                     "backend); ") +
+             (!shape.empty() && shape[0] > 1
+                  ? "split the batch (axis 0)"
+                  : "N is already 1, so reduce the other sizes or the keywords that set them"));
 }
 
 // Rank and sizes of an array argument: (N, C, *spatial) with 1..3 spatial axes, every size

@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from . import conv, pool
+from ._layout import ready
 
 # op -> how it maps onto the three convolution directions and the pooling kernels.
 _OPS: dict[str, Callable] = {
@@ -54,7 +55,7 @@ def planned(op: str, geometry, alpha: float, dtype: np.dtype) -> Callable[[tuple
     def run_planned(arrays: tuple) -> np.ndarray:
         inputs = tuple(arrays[i] for i in kernel.inputs)
         for a in inputs:
-            if not pool.ready(a, dtype):
+            if not ready(a, dtype):
                 return run(op, arrays, geometry, alpha)
         return kernel.call(*inputs)
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from .._core import core
 from . import _chunks, _results
+from ._layout import ready
 
 # The longest reduction (input channels per group x taps) sent to the direct kernel, measured
 # against im2col + OpenBLAS (2 cores) as bench/cpu.py measures, right after a pause. float64:
@@ -67,13 +68,9 @@ def usable(cv, reduction: int, wm: np.ndarray, data: np.ndarray, result_shape) -
         and reduction <= MAX_REDUCTION.get(wm.dtype, 0)
         and data.dtype == wm.dtype
         and reach_fits(cv, result_shape[2:])
-        and (_in_place(data) or data.nbytes <= _chunks.budget(math.prod(result_shape) * wm.itemsize))
+        and (ready(data, wm.dtype) or data.nbytes <= _chunks.budget(math.prod(result_shape) * wm.itemsize))
         and bool(np.isfinite(wm).all())
     )
-
-
-def _in_place(a: np.ndarray) -> bool:
-    return a.flags.c_contiguous and a.flags.aligned
 
 
 def _planar(a: np.ndarray, dtype: np.dtype) -> np.ndarray:

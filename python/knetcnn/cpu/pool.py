@@ -31,15 +31,7 @@ import numpy as np
 
 from .._core import core
 from . import _chunks
-from ._layout import compute_dtype
-
-
-def ready(a: np.ndarray, dtype: np.dtype) -> bool:
-    """Whether the kernels can take `a` as it is: `dtype`, C-contiguous and aligned."""
-    if a.dtype != dtype:
-        return False
-    flags = a.flags
-    return flags.c_contiguous and flags.aligned
+from ._layout import compute_dtype, ready
 
 
 def _by_planes(kernel: Callable, arrays: tuple[np.ndarray, ...], result_spatial, out_dtype) -> np.ndarray:
