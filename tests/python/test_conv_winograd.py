@@ -214,6 +214,14 @@ def test_scratch_stays_within_the_memory_budget(monkeypatch, transforms):
     assert transforms["output"] == calls  # im2col took it
 
 
+# The three directions on one set of operands, for the layout test below.
+_CONV_OPS = (
+    lambda w, x, dy: knetcnn.conv4(w, x, padding=1),
+    lambda w, x, dy: knetcnn.conv4x(w, x, dy, padding=1),
+    lambda w, x, dy: knetcnn.conv4w(w, x, dy, padding=1),
+)
+
+
 def test_strided_operands_are_copied_a_block_at_a_time(monkeypatch):
     """A Fortran-order or reversed x or dy reaches the transforms as C-contiguous copies of one
     block of items each, never as slices of a whole copy: conv4w's result is only the filters,
@@ -236,18 +244,11 @@ def test_strided_operands_are_copied_a_block_at_a_time(monkeypatch):
     rng = np.random.default_rng(8)
     w, x = rng.standard_normal((16, 16, 3, 3)), np.asfortranarray(rng.standard_normal((6, 16, 10, 10)))
     dy = rng.standard_normal((6, 16, 10, 10))[:, :, ::-1]
-    expect = [reference_op(w, np.ascontiguousarray(x), np.ascontiguousarray(dy)) for reference_op in _CONV_OPS]
+    expect = [op(w, np.ascontiguousarray(x), np.ascontiguousarray(dy)) for op in _CONV_OPS]  # C-order twins
     for op, want in zip(_CONV_OPS, expect):
         seen.clear()
         np.testing.assert_allclose(op(w, x, dy), want, rtol=1e-12, atol=1e-12)
         assert seen and all(items == 2 and held == size and contiguous for items, held, size, contiguous in seen), seen
-
-
-_CONV_OPS = (
-    lambda w, x, dy: knetcnn.conv4(w, x, padding=1),
-    lambda w, x, dy: knetcnn.conv4x(w, x, dy, padding=1),
-    lambda w, x, dy: knetcnn.conv4w(w, x, dy, padding=1),
-)
 
 
 def test_float16_results_match_the_reference_within_float16(monkeypatch):
