@@ -23,7 +23,7 @@ import numpy as np
 
 from .._core import core
 from . import _chunks, _results
-from ._layout import ready
+from ._layout import ready, result_dtype
 
 # The longest reduction (input channels per group x taps) sent to the direct kernel, measured
 # against im2col + OpenBLAS (2 cores) as bench/cpu.py measures, right after a pause. float64:
@@ -66,7 +66,7 @@ def usable(cv, reduction: int, wm: np.ndarray, data: np.ndarray, result_shape) -
         cv.d <= 2
         and all(s == 1 for s in cv.stride)
         and reduction <= MAX_REDUCTION.get(wm.dtype, 0)
-        and data.dtype == wm.dtype
+        and result_dtype(data.dtype) == wm.dtype  # any byte order: _planar converts
         and reach_fits(cv, result_shape[2:])
         and (ready(data, wm.dtype) or data.nbytes <= _chunks.budget(math.prod(result_shape) * wm.itemsize))
         and bool(np.isfinite(wm).all())

@@ -7,8 +7,15 @@ import numpy as np
 
 
 def compute_dtype(dtype: np.dtype) -> np.dtype:
-    """float16 is computed in float32 (as cuDNN does) and rounded once at the end."""
-    return np.dtype(np.float32) if dtype == np.float16 else np.dtype(np.dtype(dtype).type)
+    """float16 is computed in float32 (as cuDNN does) and rounded once at the end; any byte order."""
+    kind = np.dtype(dtype).type
+    return np.dtype(np.float32) if kind is np.float16 else np.dtype(kind)
+
+
+def result_dtype(dtype: np.dtype) -> np.dtype:
+    """Results have their inputs' dtype in native byte order: byte-swapped input (">f4" on this
+    machine) is converted a block at a time as the kernels read it, never whole."""
+    return np.dtype(dtype).newbyteorder("=")
 
 
 def ready(a: np.ndarray, dtype: np.dtype) -> bool:

@@ -24,6 +24,7 @@ import numpy as np
 
 from .._core import core
 from . import _chunks, _results
+from ._layout import result_dtype
 from ._scratch import Scratch
 
 # Filters and channels per group below which the transforms' passes over memory cost more than
@@ -62,7 +63,7 @@ def usable(cv, data: np.ndarray, dtype: np.dtype, tiled: tuple[int, ...], result
         and cv.dilation == (1, 1)
         and all(0 <= p <= 2 for p in cv.pads)
         and min(cv.cg, cv.og) >= MIN_CHANNELS
-        and data.dtype == dtype
+        and result_dtype(data.dtype) == dtype  # any byte order: _block converts
         and dtype in (np.float32, np.float64)
         and _scratch_bytes(cv, 1, tiled, dtype.itemsize) <= _chunks.budget(result_bytes)
     )
@@ -158,7 +159,7 @@ def backward_filter(x: np.ndarray, dy: np.ndarray, cv, add_product) -> np.ndarra
     """sum over items and positions of dy (x) x's 3x3 neighbourhoods, as (G, Og, Cg*9) in
     cross-correlation order (the caller flips it for mode 0 and applies alpha). add_product(acc,
     a, b, product) adds a @ b^T for stacks of matrices."""
-    dtype = np.dtype(x.dtype)
+    dtype = result_dtype(x.dtype)
     tiles_h, tiles_w = _tiles(dy.shape)
     stacks = POINTS * cv.groups
     sums = np.zeros((stacks, cv.og, cv.cg), dtype=dtype)

@@ -23,16 +23,9 @@ import numpy as np
 
 from . import _direct, _results, _winograd
 from ._conv_blocks import ConvShape
-from ._layout import compute_dtype
+from ._layout import compute_dtype, result_dtype
 from ._scratch import Scratch
-
-
-def _weights(w: np.ndarray, cv: ConvShape, alpha: float, dtype: np.dtype) -> np.ndarray:
-    """alpha * w' as (G, Og, Cg*K): w' is w flipped on every spatial axis for mode 0 (convolution)."""
-    if cv.mode == 0:
-        w = w[(slice(None), slice(None)) + (slice(None, None, -1),) * cv.d]
-    wm = np.multiply(w, alpha, dtype=dtype)
-    return wm.reshape(cv.groups, cv.og, cv.cg * cv.kp)
+from ._weights import Weights
 
 
 def _columns(cv: ConvShape, b, scratch: Scratch) -> np.ndarray:
@@ -50,23 +43,25 @@ def forward(w: np.ndarray, x: np.ndarray, g, alpha: float) -> np.ndarray:
     """y = alpha * conv(w', x): conv4(w, x), and deconv4x(w, ., dy) with x = dy."""
     cv = ConvShape(g)
     dtype = compute_dtype(x.dtype)
-    wm = _weights(w, cv, alpha, dtype)
-    if _direct.usable(cv, cv.cg * cv.kp, wm, x, cv.output_shape):
-        return _direct.forward(wm, x, cv)
     result_bytes = math.prod(cv.output_shape) * dtype.itemsize
-    if _winograd.usable(cv, x, dtype, cv.output_shape, result_bytes) and _winograd.in_range(
-        wm, x, cv.cg * cv.kp, _winograd.GROWTH_FORWARD
+    weights = Weights(w, cv, alpha, dtype, result_bytes)
+    wm = weights.whole  # None for weights too big to copy whole: then only im2col takes them
+    if wm is not None and _direct.usable(cv, cv.cg * cv.kp, wm, x, cv.output_shape):
+        return _direct.forward(wm, x, cv)
+    if (
+        wm is not None
+        and _winograd.usable(cv, x, dtype, cv.output_shape, result_bytes)
+        and _winograd.in_range(wm, x, cv.cg * cv.kp, _winograd.GROWTH_FORWARD)
     ):
         return _winograd.forward(wm, x, cv)
-    y = _results.empty(cv.output_shape, x.dtype)
+    y = _results.empty(cv.output_shape, result_dtype(x.dtype))
     with Scratch(dtype) as scratch:
         for b in cv.blocks(y.nbytes, dtype.itemsize):
             col = _columns(cv, b, scratch)
             cv.gather(x, b, col, scratch)
             direct = cv.matrix_view(y, b, dtype)
             out = scratch.array("product", (cv.o, col.shape[1])) if direct is None else direct
-            grouped = out.reshape(cv.groups, cv.og, -1)  # a view: the channels' rows are uniform
-            np.matmul(wm, col.reshape(cv.groups, cv.cg * cv.kp, -1), out=grouped)
+            weights.forward_product(col, out)
             if direct is None:
                 cv.store(y, b, out)
     return y
@@ -76,23 +71,24 @@ def backward_data(w: np.ndarray, dy: np.ndarray, g, alpha: float) -> np.ndarray:
     """dx = alpha * conv(w', .)^T dy: conv4x(w, x, dy), and deconv4(w, x) with dy = x."""
     cv = ConvShape(g)
     dtype = compute_dtype(dy.dtype)
-    wm = _weights(w, cv, alpha, dtype)
-    if _direct.usable(cv, cv.og * cv.kp, wm, dy, cv.input_shape):
-        return _direct.backward_data(wm, dy, cv)
     result_bytes = math.prod(cv.input_shape) * dtype.itemsize
-    if _winograd.usable(cv, dy, dtype, cv.input_shape, result_bytes) and _winograd.in_range(
-        wm, dy, cv.og * cv.kp, _winograd.GROWTH_FORWARD
+    weights = Weights(w, cv, alpha, dtype, result_bytes)
+    wm = weights.whole  # None for weights too big to copy whole: then only im2col takes them
+    if wm is not None and _direct.usable(cv, cv.og * cv.kp, wm, dy, cv.input_shape):
+        return _direct.backward_data(wm, dy, cv)
+    if (
+        wm is not None
+        and _winograd.usable(cv, dy, dtype, cv.input_shape, result_bytes)
+        and _winograd.in_range(wm, dy, cv.og * cv.kp, _winograd.GROWTH_FORWARD)
     ):
         return _winograd.backward_data(wm, dy, cv)
-    wt = wm.transpose(0, 2, 1)
     dx = _results.zeros(cv.input_shape, dtype)
     with Scratch(dtype) as scratch:
         for b in cv.blocks(dx.nbytes, dtype.itemsize):
-            grouped = _gradient(cv, dy, b, dtype, scratch).reshape(cv.groups, cv.og, -1)
             dcol = _columns(cv, b, scratch)
-            np.matmul(wt, grouped, out=dcol.reshape(cv.groups, cv.cg * cv.kp, -1))
+            weights.backward_data_product(_gradient(cv, dy, b, dtype, scratch), dcol)
             cv.scatter(dcol, dx, b)
-    return dx.astype(dy.dtype, copy=False)
+    return dx.astype(result_dtype(dy.dtype), copy=False)
 
 
 # OpenBLAS runs a long, thin product (a few hundred outputs, tens of thousands of terms each) at
@@ -152,13 +148,13 @@ def _add_product_by_items(sums: np.ndarray, dy_items: np.ndarray, grouped_col: n
 def backward_filter(x: np.ndarray, dy: np.ndarray, g, alpha: float) -> np.ndarray:
     """dw = alpha * sum_n dy (x) columns, in w's stored orientation: conv4w, and deconv4w (x = dy)."""
     cv = ConvShape(g)
-    dtype = compute_dtype(x.dtype)
+    dtype, out_dtype = compute_dtype(x.dtype), result_dtype(x.dtype)
     if (
         _winograd.usable(cv, x, dtype, cv.output_shape, math.prod(cv.filter_shape) * dtype.itemsize)
-        and dy.dtype == dtype
+        and result_dtype(dy.dtype) == dtype
         and _winograd.in_range(x, dy, _winograd.filter_terms(cv), _winograd.GROWTH_FILTER)
     ):
-        return _finished_filter_gradient(_winograd.backward_filter(x, dy, cv, _add_product_nt), cv, alpha, x.dtype)
+        return _finished_filter_gradient(_winograd.backward_filter(x, dy, cv, _add_product_nt), cv, alpha, out_dtype)
     # Sums (G, Og, Cg*K), or its transpose (G, Cg*K, Og) where that product is faster.
     transposed = dtype == np.float32 and cv.og < TRANSPOSED_BELOW_FILTERS and cv.og * cv.cg * cv.kp > THIN_OUTPUTS
     sums = np.zeros((cv.groups, cv.cg * cv.kp, cv.og) if transposed else (cv.groups, cv.og, cv.cg * cv.kp), dtype=dtype)
@@ -177,7 +173,7 @@ def backward_filter(x: np.ndarray, dy: np.ndarray, g, alpha: float) -> np.ndarra
                 _add_product_nt(sums, grouped_col, grouped, product)
             else:
                 _add_product_nt(sums, grouped, grouped_col, product)
-    return _finished_filter_gradient(sums.transpose(0, 2, 1) if transposed else sums, cv, alpha, x.dtype)
+    return _finished_filter_gradient(sums.transpose(0, 2, 1) if transposed else sums, cv, alpha, out_dtype)
 
 
 def _finished_filter_gradient(sums: np.ndarray, cv: ConvShape, alpha: float, dtype: np.dtype) -> np.ndarray:
