@@ -25,7 +25,8 @@ def im2col_only(monkeypatch):
 
 
 def use_tiny_blocks(monkeypatch):
-    """Blocks of one item, and of one output row where an item is more than 256 bytes."""
+    """Blocks of one item, of one output row where an item is more than 256 bytes, and of a few
+    of a row's positions where the row is more than that."""
     for name, value in (("TARGET_BYTES", 256), ("MIN_BUDGET_BYTES", 256), ("RESULT_FACTOR", 0)):
         monkeypatch.setattr(_chunks, name, value)
     monkeypatch.setattr(_conv_blocks, "MIN_COLUMNS", 0)
@@ -146,10 +147,14 @@ def _unusual_layout(rng, a):
     return a
 
 
+@pytest.mark.parametrize("gather", ["converted", "by offsets"])
 @pytest.mark.parametrize("blocks", ["whole", "tiny"])
-def test_strided_and_unusual_inputs_match_reference(monkeypatch, blocks):
+def test_strided_and_unusual_inputs_match_reference(monkeypatch, blocks, gather):
+    """Input the kernels cannot read in place is gathered from a converted copy of the cells a
+    block reads, or from x one kernel offset at a time (where most of those cells are skipped)."""
     if blocks == "tiny":
         use_tiny_blocks(monkeypatch)
+    monkeypatch.setattr(_conv_blocks, "CONVERT_AT_MOST", 1 << 62 if gather == "converted" else 0)
     rng = np.random.default_rng(103)
     for _ in range(40):
         w_shape, x_shape, kw = _strided_conv_config(rng)
@@ -253,8 +258,8 @@ def test_benchmark_shapes_get_wide_enough_blocks_within_budget(w, x, kw):
     cv = _shape(w, x, **kw)
     for itemsize in (4, 8):
         result = itemsize * int(np.prod(cv.output_shape))
-        blocks = cv.blocks(result, itemsize)
-        assert sum((b.n1 - b.n0) * (b.r1 - b.r0) for b in blocks) == cv.n * cv.y[0]  # a cover
+        blocks = list(cv.blocks(result, itemsize))
+        assert sum(cv.columns(b) for b in blocks) == cv.n * int(np.prod(cv.y))  # a cover
         for b in blocks:
             # plan() evens the blocks out, which may cut them down to half of what was asked.
             assert cv.columns(b) >= min(_conv_blocks.MIN_COLUMNS, cv.n * int(np.prod(cv.y))) // 2

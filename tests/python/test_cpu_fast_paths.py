@@ -99,6 +99,6 @@ def test_infinite_gradients_reach_only_their_cell(window, stride):
 
 def test_block_target_is_read_at_call_time(monkeypatch):
     # plan()'s default target was bound at import, so patching TARGET_BYTES changed nothing.
-    whole = list(_chunks.plan(8, 10, 1000, 0))
+    whole = list(_chunks.plan(8, (10,), 1000, 0))
     monkeypatch.setattr(_chunks, "TARGET_BYTES", 20_000)
-    assert len(whole) == 1 and len(list(_chunks.plan(8, 10, 1000, 0))) == 4
+    assert len(whole) == 1 and len(list(_chunks.plan(8, (10,), 1000, 0))) == 4

@@ -72,14 +72,21 @@ def test_blocked_work_matches_one_block(monkeypatch, target, budget):
         np.testing.assert_allclose(op(), expect, rtol=1e-12, atol=1e-12)
 
 
-def test_plan_covers_everything_once_within_the_limit():
-    for batch, rows, per_row, result in [(64, 24, 1000, 10), (3, 100, 10**6, 0), (5, 7, 1, 0), (1, 1, 10**9, 0)]:
-        blocks = list(_chunks.plan(batch, rows, per_row, result, target=1 << 20))
-        covered = np.zeros((batch, rows), int)
-        for b in blocks:
-            covered[b.n0 : b.n1, b.r0 : b.r1] += 1
-            assert (b.n1 - b.n0) * (b.r1 - b.r0) * per_row <= max(1 << 20, per_row)
-        assert (covered == 1).all()
+@pytest.mark.parametrize(
+    "batch,shape,per_position,result",
+    [(64, (24,), 1000, 10), (3, (100, 7), 10**5, 0), (5, (7, 3), 1, 0), (1, (1,), 10**9, 0),
+     (2, (3, 4, 5), 10**6, 0), (2, (3, 40, 5), 10**7, 0), (1, (2, 2, 300), 10**8, 0)],
+)  # fmt: skip
+def test_plan_covers_everything_once_within_the_limit(monkeypatch, batch, shape, per_position, result):
+    monkeypatch.setattr(_chunks, "MIN_BUDGET_BYTES", 1 << 28)
+    covered = np.zeros((batch,) + shape, int)
+    for b in _chunks.plan(batch, shape, per_position, result, target=1 << 20):
+        covered[(slice(b.n0, b.n1),) + tuple(slice(*r) for r in b.box)] += 1
+        cells = (b.n1 - b.n0) * int(np.prod([end - begin for begin, end in b.box]))
+        # Within the target, or one slice along some axis that is itself within the budget, or
+        # a single position.
+        assert cells * per_position <= max(1 << 28, per_position), (b, cells)
+    assert (covered == 1).all()
 
 
 def test_scratch_stays_within_the_budget(monkeypatch):
