@@ -63,7 +63,10 @@ class ConvShape:
         # Per output position: its columns, its GEMM result / dy copy, and its share of a
         # converted input copy (about C * prod(stride) cells).
         per_position = itemsize * (self.c * self.kp + 2 * self.o + self.c * math.prod(self.stride))
-        target = max(_chunks.TARGET_BYTES, per_position * positions * -(-MIN_COLUMNS // positions))
+        # At least MIN_COLUMNS columns: whole rows where rows are shorter (rows are only cut when
+        # one alone is past the budget, and then into runs of MIN_COLUMNS).
+        columns = positions * -(-MIN_COLUMNS // positions) if positions < MIN_COLUMNS else MIN_COLUMNS
+        target = max(_chunks.TARGET_BYTES, per_position * columns)
         return _chunks.plan(self.n, self.y, per_position, result_bytes, target=target)
 
     def index(self, b: _chunks.Block) -> tuple[slice, ...]:
