@@ -81,9 +81,10 @@ def _even(total: int, most: int) -> Iterator[tuple[int, int]]:
         yield start, min(start + step, total)
 
 
-# Pooling converts input the kernels cannot read in place (float16, strided, misaligned) in
-# blocks of (batch, channel) planes about this big, so the converted copies stay bounded
-# (aligned C-contiguous float32/float64 input goes to the kernels whole, unblocked).
+# Pooling converts input the kernels cannot read in place (float16, strided, misaligned,
+# byte-swapped) in blocks of (batch, channel) planes about this big, or bands of one plane's rows
+# where a plane is bigger, so the converted copies stay bounded (aligned C-contiguous
+# float32/float64 input goes to the kernels whole, unblocked).
 POOL_BLOCK_BYTES = 2 << 20
 
 
