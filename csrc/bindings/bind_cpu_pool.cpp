@@ -98,6 +98,7 @@ void bind_for(py::module_& m) {
 }  // namespace
 
 void register_cpu_pool(py::module_& m) {
+  m.attr("cpu_pool_scratch_windows") = cpu::kPoolScratchWindows;
   // Overload resolution tries every overload without conversion first, so a float32 or float64
   // array reaches its own kernel; without forcecast a later converting pass only makes safe
   // casts (float64 is never narrowed to float32).

@@ -136,8 +136,7 @@ Interior interior(const Axis& a) {
   return r;
 }
 
-// Scratch per thread, in windows: bands and column tiles are cut to fit (a few hundred KiB).
-constexpr int64_t kScratchWindows = 1 << 14;
+constexpr int64_t kScratchWindows = kPoolScratchWindows;
 
 // A band of windows: output rows [oy, oy + count) at output z `oz`, whose windows' in-bounds
 // input rows are `rows` for the first output row and `row_step` further on per output row (a

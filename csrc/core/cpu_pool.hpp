@@ -4,7 +4,8 @@
 //
 // All kernels work in pool's forward terms of a PoolGeometry, on `planes` (batch, channel)
 // planes: x holds planes of geometry.input's spatial shape, y and dy of geometry.output's (the
-// caller may pass any block of whole planes, e.g. to convert float16 a block at a time). For unpool (a transposed geometry) the same kernels run
+// caller may pass any block of whole planes, e.g. to convert float16 a block at a time, or a band
+// of rows with its own geometry). For unpool (a transposed geometry) the same kernels run
 // unchanged: unpool is an average-pool backward, unpoolx an average-pool forward.
 //
 // Semantics (semantics.md §1, identical to cuDNN's):
@@ -20,6 +21,11 @@
 #include "geometry.hpp"
 
 namespace knetcnn::cpu {
+
+// Scratch per thread, in windows: the kernels cut bands and column tiles to fit (a few hundred
+// KiB). The backward kernels add overlapping windows group by group, so the Python layer, which
+// cuts huge planes into bands that must sum in the same order, reads this (cpu/pool.py).
+inline constexpr int64_t kPoolScratchWindows = 1 << 14;
 
 // y = scale * pool(x), `mode` one of 0-3 (the geometry's own mode is not consulted, so unpoolx
 // can pool with Knet's mapped mode). Writes every element of y.

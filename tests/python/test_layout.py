@@ -197,3 +197,31 @@ def test_calls_from_several_threads_use_their_own_scratch(monkeypatch, path):
             got = list(pool.map(lambda c: knetcnn.conv4(c[0], c[1], padding=1), cases))
             for g, e in zip(got, expect):
                 np.testing.assert_array_equal(g, e)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_every_op_reads_byte_swapped_input_as_native(dtype):
+    # Byte-swapped input is converted a block at a time as each kernel reads it (never whole
+    # first); the results are native and the same bits as for native input.
+    rng = np.random.default_rng(12)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    x = rng.standard_normal((2, 3, 9, 8)).astype(dtype)
+    kw = dict(padding=1)
+    dy = rng.standard_normal(knetcnn.conv4(w, x, **kw).shape).astype(dtype)
+    p = rng.standard_normal(knetcnn.pool(x).shape).astype(dtype)
+    calls = {
+        "conv4": lambda w, x, dy, p: knetcnn.conv4(w, x, **kw),
+        "conv4x": lambda w, x, dy, p: knetcnn.conv4x(w, x, dy, **kw),
+        "conv4w": lambda w, x, dy, p: knetcnn.conv4w(w, x, dy, **kw),
+        "deconv4": lambda w, x, dy, p: knetcnn.deconv4(w.swapaxes(0, 1)[:3], dy[:, :3], **kw),
+        "pool": lambda w, x, dy, p: knetcnn.pool(x, mode=2, padding=1),
+        "poolx": lambda w, x, dy, p: knetcnn.poolx(x, knetcnn.pool(x), p),
+        "unpool": lambda w, x, dy, p: knetcnn.unpool(x),
+        "unpoolx": lambda w, x, dy, p: knetcnn.unpoolx(p, knetcnn.unpool(p), x[..., :8, :8]),
+    }
+    swapped = [a.astype(a.dtype.newbyteorder(">" if a.dtype.byteorder != ">" else "<")) for a in (w, x, dy, p)]
+    assert not any(a.dtype.isnative for a in swapped)
+    for op, call in calls.items():
+        expect, got = call(w, x, dy, p), call(*swapped)
+        assert got.dtype == np.dtype(dtype) and got.dtype.isnative, op
+        np.testing.assert_array_equal(got, expect, err_msg=op)

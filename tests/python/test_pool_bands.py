@@ -96,7 +96,7 @@ class _Spy:
 
     def __getattr__(self, name):
         function = getattr(self.real, name)
-        if not name.startswith("cpu_"):
+        if not (name.startswith("cpu_") and callable(function)):
             return function
 
         def spied(g, *args):

@@ -36,10 +36,7 @@ _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def run(op: str, arrays: tuple[np.ndarray, ...], geometry, alpha: float) -> np.ndarray:
-    # Byte-swapped input is read in native order; results are always native. The convolutions
-    # convert it a block at a time; pooling still converts it whole here.
-    if op in _POOL_OPS and not all(a.dtype.isnative for a in arrays):
-        arrays = tuple(a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("=")) for a in arrays)
+    # Byte-swapped input is converted a block at a time as the kernels read it; results are native.
     with np.errstate(all="ignore"):
         return _OPS[op](arrays, geometry, alpha)
 

@@ -4,9 +4,9 @@ When each output sums over few terms (LeNet's first layer: 1 channel x 25 taps),
 and a thin BLAS product cost more than the arithmetic; the direct kernel keeps a tile of outputs
 in registers and reads x in place. With one output per group and many channels x row taps
 (LeNet's conv4x) it keeps input columns in registers instead and scatters them into the output
-rows (csrc/core/cpu_conv_columns), multiplying none of the padding. It serves 1-D and 2-D convolutions at stride 1 (any padding,
-dilation, groups, mode) whose arrays are already in the compute dtype; everything else stays
-with im2col + BLAS (conv.py).
+rows (csrc/core/cpu_conv_columns), multiplying none of the padding. It serves 1-D and 2-D
+convolutions at stride 1 (any padding, dilation, groups, mode) whose arrays are in the compute
+dtype (any byte order); everything else stays with im2col + BLAS (conv.py).
 
 conv4x and deconv4 run here as a forward convolution of dy with w's flipped transpose:
     dx[n, c, i] = sum_{o, a} w'[o, c, a] * dy[n, o, i + pad - a*dil]

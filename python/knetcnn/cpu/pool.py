@@ -196,23 +196,20 @@ def _backward_bands(ax: _Axis, step: int, group: int):
         yield _Band(lo, hi + (ax.size - hi) % s, r0, r1, a, b)
 
 
-# csrc/core/cpu_pool.cpp's kScratchWindows: the kernels visit windows in groups of this many.
-_KERNEL_SCRATCH_WINDOWS = 1 << 14
-
-
 def _kernel_row_group(g) -> int:
     """How many output rows along the first spatial axis the backward kernels group together, from
     the first row whose windows miss the padding: windows overlapping along that axis add into the
     same cells in an order that depends on the grouping, so a band must start on a group's first
-    row for its sums to be the plane's bit for bit. 2-D: rows of (kScratchWindows / interior
-    columns) windows; 1-D: tiles of kScratchWindows windows. 3-D kernels take each first-axis row
-    whole, and without overlap every cell's windows lie in one row."""
+    row for its sums to be the plane's bit for bit. This mirrors csrc/core/cpu_pool.cpp's
+    for_each_band (test_pool_bands fails if the two part): 2-D, rows of (S / interior columns)
+    windows; 1-D, tiles of S windows, S = core.cpu_pool_scratch_windows. 3-D kernels take each
+    first-axis row whole, and without overlap every cell's windows lie in one row."""
     if g.spatial_dims == 3 or g.stride[0] >= g.window[0]:
         return 1
     if g.spatial_dims == 1:
-        return _KERNEL_SCRATCH_WINDOWS
+        return core.cpu_pool_scratch_windows
     size, out, window, stride, pad = g.input_shape[3], g.output_shape[3], g.window[1], g.stride[1], g.padding[1]
     lo = min(-(-pad // stride), out)  # the columns whose windows lie inside the input
     last_inside = size - window + pad
     hi = lo if last_inside < 0 else min(max(last_inside // stride + 1, lo), out)
-    return max(1, _KERNEL_SCRATCH_WINDOWS // min(max(hi - lo, 1), _KERNEL_SCRATCH_WINDOWS))
+    return max(1, core.cpu_pool_scratch_windows // min(max(hi - lo, 1), core.cpu_pool_scratch_windows))
