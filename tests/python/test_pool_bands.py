@@ -165,3 +165,23 @@ def test_byte_swapped_input_is_converted_a_block_at_a_time(monkeypatch, op, swap
     got = pool.run(op, tuple(None if a is None else a.astype(swapped) for a in arrays), g, -1.5)
     assert got.dtype == native and got.dtype.isnative
     assert_same_bits(got, expect, f"{op} {swapped}")
+
+
+def test_backward_bands_leave_the_kernels_groups_where_those_are_huge(monkeypatch):
+    """Overlapping windows at large strides make the kernels' row groups (which keep banded sums
+    bit-identical to one plane's) hundreds of MiB; bands then take any rows, within the target."""
+    from knetcnn.cpu import _chunks
+
+    rng = np.random.default_rng(31)
+    x = rng.standard_normal((1, 1, 700, 200)).astype(np.float16)
+    kw = dict(window=(9, 9), stride=(8, 8))
+    y = knetcnn.pool(x, **kw)
+    dy = rng.standard_normal(y.shape).astype(np.float16)
+    expect = knetcnn.poolx(x.astype(np.float32), y.astype(np.float32), dy.astype(np.float32), **kw)
+    monkeypatch.setattr(_chunks, "POOL_BLOCK_BYTES", 16 << 10)
+    monkeypatch.setattr(_chunks, "MIN_BUDGET_BYTES", 256 << 10)  # groups: 64 rows x 8 x 800 B = 400 KiB
+    spy = _Spy(pool.core)
+    monkeypatch.setattr(pool, "core", spy)
+    got = knetcnn.poolx(x, y, dy, **kw)
+    np.testing.assert_array_equal(got, expect.astype(np.float16))  # max pooling: no sums to reorder
+    assert max(spy.sizes) <= 4 * (16 << 10), max(spy.sizes)

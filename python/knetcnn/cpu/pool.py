@@ -135,7 +135,12 @@ def _banded(op, block, g, alpha, dtype, forward: bool, result: np.ndarray) -> No
     # Either way a band holds len(block) arrays of x's rows and one of y's: forward ops read x-shaped
     # arrays and write a y-shaped result, backward ones read dy (and x, for max) and write dx.
     step = _band_step(ax, len(block) * x_row + y_row // ax.stride, forward)
-    bands = _forward_bands(ax, step) if forward else _backward_bands(ax, step, _kernel_row_group(g))
+    group = _kernel_row_group(g)
+    if group * ax.stride * (len(block) * x_row) > _chunks.MIN_BUDGET_BYTES // 4:
+        # Bands on the kernels' groups would be huge (overlapping windows at strides of dozens on
+        # both axes): bands of any rows, whose sums may then differ from one plane's in the last bit.
+        group = 1
+    bands = _forward_bands(ax, step) if forward else _backward_bands(ax, step, group)
     for band in bands:
         if band.r0 >= band.r1:  # rows no window reaches (between windows, past the last) get no gradient
             result[:, :, band.a : band.b] = 0
