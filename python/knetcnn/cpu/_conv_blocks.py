@@ -1,7 +1,8 @@
 """How a convolution is cut into blocks, and how a block's arrays reach the compiled kernels.
 
-A block is a range of batch items times a range of output rows along the first spatial axis, or
-a range of one row's positions along the second (see _chunks). Its GEMM columns are ordered
+A block is a range of batch items times a box of output positions: whole items, or ranges of
+output rows, cut along the next axes only where one row alone is past the budget (_chunks).
+Its GEMM columns are ordered
 (item, *box), box its output positions: column matrix (C*K, items*prod(box)), GEMM results and
 gradients (O, items*prod(box)). The core's im2col / col2im (csrc/core/cpu_conv)
 move data between those matrices and x / dx, reading and writing them in place (padding is
@@ -86,15 +87,14 @@ class ConvShape:
         """The kernels' window for block b, spatial axes lifted to three (leading size-1 axes);
         `origin`: x's cell at the source's (0, 0, 0) (default all 0)."""
         lift = 3 - self.d
-        box = b.box
         return dict(
             kernel=(1,) * lift + self.k,
             stride=(1,) * lift + self.stride,
             dilation=(1,) * lift + self.dilation,
             padding=(0,) * lift + self.pads,
             origin=(0,) * lift + (tuple(origin) or (0,) * self.d),
-            out_begin=(0,) * lift + tuple(begin for begin, _ in box),
-            out_end=(1,) * lift + tuple(end for _, end in box),
+            out_begin=(0,) * lift + tuple(begin for begin, _ in b.box),
+            out_end=(1,) * lift + tuple(end for _, end in b.box),
         )
 
     def lifted(self, a: np.ndarray) -> np.ndarray:
