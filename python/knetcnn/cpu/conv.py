@@ -18,6 +18,7 @@ as a single batched GEMM; backward-data's product is scattered back by the compi
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 
@@ -39,21 +40,31 @@ def _gradient(cv: ConvShape, dy: np.ndarray, b, dtype: np.dtype, scratch: Scratc
     return cv.load(dy, b, scratch) if view is None else view
 
 
+def _by_fast_kernels(cv, wm, data, reduction: int, result_shape, direct: Callable, winograd: Callable):
+    """The direct kernel's or Winograd's result of convolving `data` (x, or dy for backward data)
+    with wm, where one of them takes this convolution; else None (im2col's). Weights too big to
+    copy whole (wm None) are left to im2col, which scales them a slab at a time."""
+    if wm is None:
+        return None
+    if _direct.usable(cv, reduction, wm, data, result_shape):
+        return direct(wm, data, cv)
+    result_bytes = math.prod(result_shape) * wm.itemsize
+    if _winograd.usable(cv, data, wm.dtype, result_shape, result_bytes) and _winograd.in_range(
+        wm, data, reduction, _winograd.GROWTH_FORWARD
+    ):
+        return winograd(wm, data, cv)
+    return None
+
+
 def forward(w: np.ndarray, x: np.ndarray, g, alpha: float) -> np.ndarray:
     """y = alpha * conv(w', x): conv4(w, x), and deconv4x(w, ., dy) with x = dy."""
     cv = ConvShape(g)
     dtype = compute_dtype(x.dtype)
     result_bytes = math.prod(cv.output_shape) * dtype.itemsize
     weights = Weights(w, cv, alpha, dtype, result_bytes)
-    wm = weights.whole  # None for weights too big to copy whole: then only im2col takes them
-    if wm is not None and _direct.usable(cv, cv.cg * cv.kp, wm, x, cv.output_shape):
-        return _direct.forward(wm, x, cv)
-    if (
-        wm is not None
-        and _winograd.usable(cv, x, dtype, cv.output_shape, result_bytes)
-        and _winograd.in_range(wm, x, cv.cg * cv.kp, _winograd.GROWTH_FORWARD)
-    ):
-        return _winograd.forward(wm, x, cv)
+    fast = _by_fast_kernels(cv, weights.whole, x, cv.cg * cv.kp, cv.output_shape, _direct.forward, _winograd.forward)
+    if fast is not None:
+        return fast
     y = _results.empty(cv.output_shape, result_dtype(x.dtype))
     with Scratch(dtype) as scratch:
         for b in cv.blocks(y.nbytes, dtype.itemsize):
@@ -73,15 +84,10 @@ def backward_data(w: np.ndarray, dy: np.ndarray, g, alpha: float) -> np.ndarray:
     dtype = compute_dtype(dy.dtype)
     result_bytes = math.prod(cv.input_shape) * dtype.itemsize
     weights = Weights(w, cv, alpha, dtype, result_bytes)
-    wm = weights.whole  # None for weights too big to copy whole: then only im2col takes them
-    if wm is not None and _direct.usable(cv, cv.og * cv.kp, wm, dy, cv.input_shape):
-        return _direct.backward_data(wm, dy, cv)
-    if (
-        wm is not None
-        and _winograd.usable(cv, dy, dtype, cv.input_shape, result_bytes)
-        and _winograd.in_range(wm, dy, cv.og * cv.kp, _winograd.GROWTH_FORWARD)
-    ):
-        return _winograd.backward_data(wm, dy, cv)
+    fast = _by_fast_kernels(cv, weights.whole, dy, cv.og * cv.kp, cv.input_shape, _direct.backward_data,
+                            _winograd.backward_data)  # fmt: skip
+    if fast is not None:
+        return fast
     dx = _results.zeros(cv.input_shape, dtype)
     with Scratch(dtype) as scratch:
         for b in cv.blocks(dx.nbytes, dtype.itemsize):
