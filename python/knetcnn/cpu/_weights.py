@@ -16,6 +16,11 @@ from . import _chunks
 SLAB_BYTES = 16 << 20
 
 
+def flipped(w: np.ndarray, d: int) -> np.ndarray:
+    """w (filters, channels, *K) reversed along its d spatial axes: a view."""
+    return w[(slice(None), slice(None)) + (slice(None, None, -1),) * d]
+
+
 class Weights:
     def __init__(self, w: np.ndarray, cv, alpha: float, dtype: np.dtype, result_bytes: int):
         self.w, self.cv, self.alpha, self.dtype = w, cv, alpha, dtype
@@ -27,7 +32,7 @@ class Weights:
         """alpha * w'[filters, channels] as (filters, channels * K), in the compute dtype."""
         part = self.w[filters, channels]
         if self.cv.mode == 0:
-            part = part[(slice(None), slice(None)) + (slice(None, None, -1),) * self.cv.d]
+            part = flipped(part, self.cv.d)
         return np.multiply(part, self.alpha, dtype=self.dtype).reshape(part.shape[0], -1)
 
     def _step(self, slab_row_values: int) -> int:

@@ -26,7 +26,7 @@ from . import _direct, _results, _winograd
 from ._conv_blocks import ConvShape
 from ._layout import compute_dtype, result_dtype
 from ._scratch import Scratch
-from ._weights import Weights
+from ._weights import Weights, flipped
 
 
 def _columns(cv: ConvShape, b, scratch: Scratch) -> np.ndarray:
@@ -40,7 +40,8 @@ def _gradient(cv: ConvShape, dy: np.ndarray, b, dtype: np.dtype, scratch: Scratc
     return cv.load(dy, b, scratch) if view is None else view
 
 
-def _by_fast_kernels(cv, wm, data, reduction: int, result_shape, direct: Callable, winograd: Callable):
+def _by_fast_kernels(cv, wm, data, reduction: int, result_shape, result_bytes: int, direct: Callable,
+                     winograd: Callable):  # fmt: skip
     """The direct kernel's or Winograd's result of convolving `data` (x, or dy for backward data)
     with wm, where one of them takes this convolution; else None (im2col's). Weights too big to
     copy whole (wm None) are left to im2col, which scales them a slab at a time."""
@@ -48,7 +49,6 @@ def _by_fast_kernels(cv, wm, data, reduction: int, result_shape, direct: Callabl
         return None
     if _direct.usable(cv, reduction, wm, data, result_shape):
         return direct(wm, data, cv)
-    result_bytes = math.prod(result_shape) * wm.itemsize
     if _winograd.usable(cv, data, wm.dtype, result_shape, result_bytes) and _winograd.in_range(
         wm, data, reduction, _winograd.GROWTH_FORWARD
     ):
@@ -62,7 +62,8 @@ def forward(w: np.ndarray, x: np.ndarray, g, alpha: float) -> np.ndarray:
     dtype = compute_dtype(x.dtype)
     result_bytes = math.prod(cv.output_shape) * dtype.itemsize
     weights = Weights(w, cv, alpha, dtype, result_bytes)
-    fast = _by_fast_kernels(cv, weights.whole, x, cv.cg * cv.kp, cv.output_shape, _direct.forward, _winograd.forward)
+    fast = _by_fast_kernels(cv, weights.whole, x, cv.cg * cv.kp, cv.output_shape, result_bytes, _direct.forward,
+                            _winograd.forward)  # fmt: skip
     if fast is not None:
         return fast
     y = _results.empty(cv.output_shape, result_dtype(x.dtype))
@@ -84,8 +85,8 @@ def backward_data(w: np.ndarray, dy: np.ndarray, g, alpha: float) -> np.ndarray:
     dtype = compute_dtype(dy.dtype)
     result_bytes = math.prod(cv.input_shape) * dtype.itemsize
     weights = Weights(w, cv, alpha, dtype, result_bytes)
-    fast = _by_fast_kernels(cv, weights.whole, dy, cv.og * cv.kp, cv.input_shape, _direct.backward_data,
-                            _winograd.backward_data)  # fmt: skip
+    fast = _by_fast_kernels(cv, weights.whole, dy, cv.og * cv.kp, cv.input_shape, result_bytes,
+                            _direct.backward_data, _winograd.backward_data)  # fmt: skip
     if fast is not None:
         return fast
     dx = _results.zeros(cv.input_shape, dtype)
@@ -186,5 +187,5 @@ def _finished_filter_gradient(sums: np.ndarray, cv: ConvShape, alpha: float, dty
     """dw from the cross-correlation sums (G, Og, Cg*K): in w's shape, flipped for mode 0, times alpha."""
     dw = sums.reshape(cv.filter_shape)
     if cv.mode == 0:
-        dw = dw[(slice(None), slice(None)) + (slice(None, None, -1),) * cv.d]
+        dw = flipped(dw, cv.d)
     return np.multiply(dw, alpha, dtype=sums.dtype, order="C").astype(dtype, copy=False)
